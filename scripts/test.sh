@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build and run opsctl's whole test suite (what CI runs).
+#
+#   scripts/test.sh [CARGO TEST ARGS...] [-- TEST BINARY ARGS...]
+#   e.g. scripts/test.sh --test plan_apply -- drift --nocapture
+#
+# Installs what the tests need (scripts/setup.sh), then points them at it:
+#   OPSCTL_MOTO_SERVER  the moto_server binary; each test starts its own on a free port
+#   OPSCTL_SEED_PYTHON  the venv's python, with boto3, for seed_platform.py and checks
+# Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
+# (default $OPSCTL_CACHE/target), OPSCTL_TEST_THREADS (default 4).
+# Exits with cargo's status.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+export OPSCTL_CACHE=${OPSCTL_CACHE:-$HOME/.cache/opsctl}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OPSCTL_CACHE/target}
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    PATH=$HOME/.cargo/bin:$PATH
+fi
+
+bash scripts/setup.sh
+
+export OPSCTL_MOTO_SERVER=$OPSCTL_CACHE/venv/bin/moto_server
+export OPSCTL_SEED_PYTHON=$OPSCTL_CACHE/venv/bin/python
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+# Split our arguments at the first "--": before it for cargo, after it for the
+# test binaries.
+cargo_args=()
+test_args=()
+seen_sep=0
+for arg in "$@"; do
+    if ((seen_sep)); then
+        test_args+=("$arg")
+    elif [[ $arg == -- ]]; then
+        seen_sep=1
+    else
+        cargo_args+=("$arg")
+    fi
+done
+threads_given=0
+for arg in "${test_args[@]+"${test_args[@]}"}"; do
+    [[ $arg == --test-threads || $arg == --test-threads=* ]] && threads_given=1
+done
+if ((!threads_given)); then
+    test_args=("--test-threads=${OPSCTL_TEST_THREADS:-4}" "${test_args[@]+"${test_args[@]}"}")
+fi
+
+echo "test: cargo build --locked --all-targets (target dir $CARGO_TARGET_DIR)"
+cargo build --locked --all-targets
+
+echo "test: cargo test --locked ${cargo_args[*]+"${cargo_args[*]}"} -- ${test_args[*]}"
+exec cargo test --locked "${cargo_args[@]+"${cargo_args[@]}"}" -- "${test_args[@]}"

@@ -1,0 +1,694 @@
+//! Apply: execute a plan in dependency order with bounded parallelism, journaling every step
+//! durably (started before its side effect, finished with outputs and observed state), and
+//! resume an unfinished run from its journal.
+//!
+//! The engine reports progress through [`Reporter`] and never touches the terminal itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+
+use crate::config::eval::{json_is_unknown, UNKNOWN};
+use crate::plan::{Plan, Providers};
+use crate::provider::{Action, Current, InDoubt, Registry};
+use crate::state::journal::{JournalWriter, Record, Replay};
+use crate::state::{now_rfc3339, StateError};
+
+/// Receives progress events from the engine.
+pub trait Reporter: Send + Sync {
+    /// A step is about to apply.
+    fn step_started(&self, address: &str, action: Action);
+    /// A step finished (applied, or found already satisfied when `action` is NoOp).
+    fn step_finished(&self, address: &str, action: Action, elapsed: Duration);
+    /// A step was skipped (finished in an earlier attempt of this run).
+    fn step_skipped(&self, address: &str, why: &str);
+    /// A step failed.
+    fn step_failed(&self, address: &str, error: &str);
+    /// A free-form notice (warnings, interruption).
+    fn notice(&self, message: &str);
+    /// The run is over; clear any progress display.
+    fn finish(&self) {}
+}
+
+/// Signals from outside the engine (Ctrl-C).
+#[derive(Default)]
+pub struct Cancel {
+    stop: AtomicBool,
+    abort: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    /// Asks the engine to start no new steps and wait for the running ones.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    /// Asks the engine to abandon the running steps too.
+    pub fn abort(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.abort.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    /// Whether an abort was requested.
+    pub fn aborting(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+}
+
+/// How an interrupted step is to be treated when its type cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InDoubtChoice {
+    /// Apply it again.
+    Rerun,
+    /// Consider it done.
+    Done,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Every step finished.
+    Succeeded,
+    /// A step failed; later steps did not start.
+    Failed,
+    /// Stopped by a signal; resumable.
+    Interrupted,
+}
+
+/// The result of an apply.
+#[derive(Debug)]
+pub struct ApplyOutcome {
+    /// How it ended.
+    pub status: RunStatus,
+    /// Steps applied now, by action.
+    pub applied: HashMap<Action, usize>,
+    /// Steps skipped because an earlier attempt of the run finished them.
+    pub skipped: usize,
+    /// Steps that were already satisfied at apply time.
+    pub unchanged: usize,
+    /// Steps not started (after a failure or interruption).
+    pub not_started: usize,
+    /// Failures: (step, message).
+    pub failures: Vec<(String, String)>,
+    /// Outputs of every finished step.
+    pub outputs: HashMap<String, Json>,
+}
+
+/// Errors that stop apply before or outside step execution.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The journal could not be written: state would be lost, so apply stops.
+    #[error("journal: {0}")]
+    Journal(#[from] StateError),
+    /// Steps interrupted in an earlier attempt cannot tell whether they took effect.
+    #[error("{}", in_doubt_message(.0))]
+    InDoubt(Vec<String>),
+    /// A step's in-doubt check failed.
+    #[error("checking in-doubt step `{step}` on `{target}`: {message}")]
+    InDoubtCheck {
+        /// Step address.
+        step: String,
+        /// Target address.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn in_doubt_message(steps: &[String]) -> String {
+    let list: Vec<String> = steps.iter().map(|s| format!("`{s}`")).collect();
+    format!(
+        "{} started in an earlier attempt but did not finish, and cannot tell whether it took effect: {}\n\
+         it is not declared idempotent, so it is not repeated silently; inspect the target, then resume with \
+         `--in-doubt=rerun` to apply it again or `--in-doubt=done` to mark it finished",
+        if steps.len() == 1 { "a step" } else { "steps" },
+        list.join(", ")
+    )
+}
+
+/// What resume does with each in-doubt step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubtResolution {
+    /// Step address.
+    pub step: String,
+    /// Done (mark finished) or rerun.
+    pub done: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// Decides every in-doubt step of a resumed run. Steps whose type can tell are re-read;
+/// others follow `choice`, or `ask` (interactive), or stop the resume.
+///
+/// # Errors
+///
+/// [`ApplyError::InDoubt`] naming the steps that cannot tell when no choice was given;
+/// [`ApplyError::InDoubtCheck`] when a re-read fails.
+pub async fn resolve_in_doubt(
+    plan: &Plan,
+    providers: &Providers,
+    registry: &Registry,
+    replay: &Replay,
+    choice: Option<InDoubtChoice>,
+    ask: Option<&(dyn Fn(&str) -> Option<InDoubtChoice> + Sync)>,
+) -> Result<Vec<InDoubtResolution>, ApplyError> {
+    let mut out = Vec::new();
+    let mut undecided = Vec::new();
+    for step in &replay.in_doubt {
+        let Some(inst) = plan.instances.iter().find(|i| &i.address == step) else {
+            continue;
+        };
+        let st = registry.step(&inst.type_name).expect("validated type");
+        let ctx = providers.context(inst).await;
+        let verdict = if json_is_unknown(&Json::Object(inst.inputs.clone())) {
+            InDoubt::CannotTell
+        } else {
+            st.in_doubt(&ctx, &inst.inputs)
+                .await
+                .map_err(|e| ApplyError::InDoubtCheck {
+                    step: step.clone(),
+                    target: inst.target.clone(),
+                    message: e.to_string(),
+                })?
+        };
+        match verdict {
+            InDoubt::Done => out.push(InDoubtResolution {
+                step: step.clone(),
+                done: true,
+                reason: "re-read: its effect is already there".into(),
+            }),
+            InDoubt::NotDone => out.push(InDoubtResolution {
+                step: step.clone(),
+                done: false,
+                reason: if st.idempotent(&inst.inputs) && !st.reads() {
+                    "declared idempotent: applying again".into()
+                } else {
+                    "re-read: its effect is not there; applying again".into()
+                },
+            }),
+            InDoubt::CannotTell => {
+                let c = choice.or_else(|| ask.and_then(|f| f(step)));
+                match c {
+                    Some(InDoubtChoice::Rerun) => out.push(InDoubtResolution {
+                        step: step.clone(),
+                        done: false,
+                        reason: "cannot tell; `--in-doubt=rerun` given".into(),
+                    }),
+                    Some(InDoubtChoice::Done) => out.push(InDoubtResolution {
+                        step: step.clone(),
+                        done: true,
+                        reason: "cannot tell; `--in-doubt=done` given".into(),
+                    }),
+                    None => undecided.push(step.clone()),
+                }
+            }
+        }
+    }
+    if !undecided.is_empty() {
+        return Err(ApplyError::InDoubt(undecided));
+    }
+    Ok(out)
+}
+
+/// Outputs for a step marked done without being applied now: what the plan knew, with values
+/// known only after apply set to null.
+fn outputs_for_resolved(planned: &Json) -> Json {
+    match planned {
+        Json::String(s) if s.contains(UNKNOWN) => Json::Null,
+        Json::Array(a) => Json::Array(a.iter().map(outputs_for_resolved).collect()),
+        Json::Object(o) => Json::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), outputs_for_resolved(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+enum StepResult {
+    Finished {
+        action: Action,
+        outputs: Json,
+        elapsed: Duration,
+    },
+    Failed(String),
+}
+
+/// Everything one step task needs.
+struct Task {
+    idx: usize,
+    inputs: crate::provider::Inputs,
+    attempt: u32,
+}
+
+/// Executes `plan`.
+///
+/// `replay` is the journal of the run being resumed (finished steps are skipped with their
+/// recorded outputs); `resolutions` decide its in-doubt steps.
+///
+/// # Errors
+///
+/// [`ApplyError::Journal`] when a journal write fails (apply stops at once; the journal up to
+/// that point stays valid). Step failures are not errors: they are in the outcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute(
+    plan: Arc<Plan>,
+    providers: Arc<Providers>,
+    registry: Arc<Registry>,
+    journal: JournalWriter,
+    replay: Option<&Replay>,
+    resolutions: &[InDoubtResolution],
+    parallelism: usize,
+    reporter: Arc<dyn Reporter>,
+    cancel: Arc<Cancel>,
+) -> Result<ApplyOutcome, ApplyError> {
+    let n = plan.instances.len();
+    let mut outcome = ApplyOutcome {
+        status: RunStatus::Succeeded,
+        applied: HashMap::new(),
+        skipped: 0,
+        unchanged: 0,
+        not_started: 0,
+        failures: Vec::new(),
+        outputs: HashMap::new(),
+    };
+    // Record in-doubt resolutions first.
+    let mut done: Vec<bool> = vec![false; n];
+    let index: HashMap<&str, usize> = plan
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| (inst.address.as_str(), i))
+        .collect();
+    for r in resolutions {
+        journal
+            .append(&Record::StepResolved {
+                step: r.step.clone(),
+                at: now_rfc3339(),
+                resolution: if r.done {
+                    "done".into()
+                } else {
+                    "rerun".into()
+                },
+                reason: r.reason.clone(),
+            })
+            .await?;
+        reporter.notice(&format!(
+            "{}: {} ({})",
+            r.step,
+            if r.done {
+                "marked finished"
+            } else {
+                "will be applied again"
+            },
+            r.reason
+        ));
+        if r.done {
+            if let Some(&i) = index.get(r.step.as_str()) {
+                done[i] = true;
+                outcome.skipped += 1;
+                outcome.outputs.insert(
+                    r.step.clone(),
+                    outputs_for_resolved(&plan.instances[i].planned_outputs),
+                );
+            }
+        }
+    }
+    if let Some(replay) = replay {
+        for (step, (_action, outputs, _observed)) in &replay.finished {
+            if let Some(&i) = index.get(step.as_str()) {
+                if !done[i] {
+                    done[i] = true;
+                    outcome.skipped += 1;
+                    outcome.outputs.insert(step.clone(), outputs.clone());
+                    reporter.step_skipped(step, "finished in an earlier attempt of this run");
+                }
+            }
+        }
+    }
+
+    // Dependency counts.
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = vec![0; n];
+    for (i, inst) in plan.instances.iter().enumerate() {
+        for &d in &inst.deps {
+            dependents[d].push(i);
+            if !done[d] {
+                waiting[i] += 1;
+            }
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..n).filter(|&i| !done[i] && waiting[i] == 0).collect();
+    let mut remaining = done.iter().filter(|d| !**d).count();
+    let mut set: tokio::task::JoinSet<(usize, StepResult)> = tokio::task::JoinSet::new();
+    let mut running = 0usize;
+    let mut halted = false;
+    let attempts = |step: &str| {
+        replay
+            .and_then(|r| r.attempts.get(step).copied())
+            .unwrap_or(0)
+    };
+
+    while remaining > 0 {
+        while !halted && !cancel.stopping() && running < parallelism.max(1) {
+            let Some(i) = ready.pop_front() else { break };
+            let inst = &plan.instances[i];
+            let inputs = if json_is_unknown(&Json::Object(inst.inputs.clone())) {
+                match plan.reevaluate(i, &outcome.outputs) {
+                    Ok(v) => v,
+                    Err(mut d) => {
+                        d.locate(&plan.config.sources);
+                        let msg = d.to_string().trim_end().to_string();
+                        journal
+                            .append(&Record::StepFailed {
+                                step: inst.address.clone(),
+                                at: now_rfc3339(),
+                                error: msg.clone(),
+                            })
+                            .await?;
+                        reporter.step_failed(&inst.address, &msg);
+                        outcome.failures.push((inst.address.clone(), msg));
+                        remaining -= 1;
+                        halted = true;
+                        continue;
+                    }
+                }
+            } else {
+                inst.inputs.clone()
+            };
+            let task = Task {
+                idx: i,
+                inputs,
+                attempt: attempts(&inst.address) + 1,
+            };
+            let plan = plan.clone();
+            let providers = providers.clone();
+            let registry = registry.clone();
+            let journal = journal.clone();
+            let reporter = reporter.clone();
+            running += 1;
+            set.spawn(async move {
+                let r = run_step(
+                    &plan,
+                    &providers,
+                    &registry,
+                    &journal,
+                    reporter.as_ref(),
+                    task,
+                )
+                .await;
+                (i, r)
+            });
+        }
+        if running == 0 {
+            break;
+        }
+        let joined = tokio::select! {
+            j = set.join_next() => j,
+            _ = cancel.notify.notified() => {
+                if cancel.aborting() {
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    outcome.status = RunStatus::Interrupted;
+                    reporter.notice("aborted: running steps were abandoned and are in doubt; `opsctl apply --resume` re-checks them");
+                    journal.append(&Record::RunInterrupted { at: now_rfc3339(), reason: "aborted by a second interrupt".into() }).await?;
+                    outcome.not_started = remaining;
+                    return Ok(outcome);
+                }
+                reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to abandon them)");
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        running -= 1;
+        remaining -= 1;
+        let (i, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(ApplyError::Journal(StateError::Encode(format!(
+                    "a step task failed: {e}"
+                ))));
+            }
+        };
+        match result {
+            StepResult::Finished {
+                action,
+                outputs,
+                elapsed,
+            } => {
+                if action == Action::NoOp {
+                    outcome.unchanged += 1;
+                } else {
+                    *outcome.applied.entry(action).or_default() += 1;
+                }
+                reporter.step_finished(&plan.instances[i].address, action, elapsed);
+                outcome
+                    .outputs
+                    .insert(plan.instances[i].address.clone(), outputs);
+                for &d in &dependents[i] {
+                    waiting[d] -= 1;
+                    if waiting[d] == 0 {
+                        ready.push_back(d);
+                    }
+                }
+            }
+            StepResult::Failed(msg) => {
+                if msg.starts_with("journal:") {
+                    return Err(ApplyError::Journal(StateError::Encode(msg)));
+                }
+                reporter.step_failed(&plan.instances[i].address, &msg);
+                outcome
+                    .failures
+                    .push((plan.instances[i].address.clone(), msg));
+                halted = true;
+            }
+        }
+    }
+    outcome.not_started = remaining;
+    if !outcome.failures.is_empty() {
+        outcome.status = RunStatus::Failed;
+        journal
+            .append(&Record::RunFinished {
+                at: now_rfc3339(),
+                status: "failed".into(),
+            })
+            .await?;
+    } else if remaining > 0 || cancel.stopping() && remaining > 0 {
+        outcome.status = RunStatus::Interrupted;
+        journal
+            .append(&Record::RunInterrupted {
+                at: now_rfc3339(),
+                reason: "interrupted by signal".into(),
+            })
+            .await?;
+    } else {
+        journal
+            .append(&Record::RunFinished {
+                at: now_rfc3339(),
+                status: "succeeded".into(),
+            })
+            .await?;
+    }
+    Ok(outcome)
+}
+
+async fn run_step(
+    plan: &Plan,
+    providers: &Providers,
+    registry: &Registry,
+    journal: &JournalWriter,
+    reporter: &dyn Reporter,
+    task: Task,
+) -> StepResult {
+    match run_step_inner(plan, providers, registry, journal, reporter, task).await {
+        Ok(r) => r,
+        Err(e) => StepResult::Failed(format!("journal: {e}")),
+    }
+}
+
+async fn run_step_inner(
+    plan: &Plan,
+    providers: &Providers,
+    registry: &Registry,
+    journal: &JournalWriter,
+    reporter: &dyn Reporter,
+    task: Task,
+) -> Result<StepResult, StateError> {
+    let inst = &plan.instances[task.idx];
+    let st = registry.step(&inst.type_name).expect("validated type");
+    let ctx = providers.context(inst).await;
+    let started = Instant::now();
+    let fail = |msg: String| format!("`{}` on `{}`: {msg}", inst.address, inst.target);
+
+    // Re-read the live target: earlier steps or people may have changed it since the plan.
+    let mut action = inst.change.action;
+    let mut observed_before = None;
+    if st.reads() && action != Action::NoOp {
+        match st.read(&ctx, &task.inputs).await {
+            Ok(state) => {
+                let current = match &state {
+                    Some(s) => Current::Known(s),
+                    None => Current::Absent,
+                };
+                match st.plan(&task.inputs, current) {
+                    Ok(c) => action = c.action,
+                    Err(msg) => {
+                        let msg = fail(msg);
+                        journal
+                            .append(&Record::StepFailed {
+                                step: inst.address.clone(),
+                                at: now_rfc3339(),
+                                error: msg.clone(),
+                            })
+                            .await?;
+                        return Ok(StepResult::Failed(msg));
+                    }
+                }
+                observed_before = state;
+            }
+            Err(e) => {
+                let msg = fail(format!("reading before apply: {e}"));
+                journal
+                    .append(&Record::StepFailed {
+                        step: inst.address.clone(),
+                        at: now_rfc3339(),
+                        error: msg.clone(),
+                    })
+                    .await?;
+                return Ok(StepResult::Failed(msg));
+            }
+        }
+    }
+    if action == Action::NoOp {
+        let outputs = outputs_for_resolved(&inst.planned_outputs);
+        journal
+            .append(&Record::StepFinished {
+                step: inst.address.clone(),
+                at: now_rfc3339(),
+                action: Action::NoOp.as_str().into(),
+                outputs: outputs.clone(),
+                observed: observed_before.unwrap_or(Json::Null),
+            })
+            .await?;
+        return Ok(StepResult::Finished {
+            action,
+            outputs,
+            elapsed: started.elapsed(),
+        });
+    }
+
+    journal
+        .append(&Record::StepStarted {
+            step: inst.address.clone(),
+            attempt: task.attempt,
+            at: now_rfc3339(),
+        })
+        .await?;
+    reporter.step_started(&inst.address, action);
+    let applied = match tokio::time::timeout(
+        inst.timeout + Duration::from_secs(5),
+        st.apply(&ctx, &task.inputs),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("timed out after {}s", inst.timeout.as_secs())),
+    };
+    let outputs = match applied {
+        Ok(o) => o,
+        Err(msg) => {
+            let msg = fail(msg);
+            journal
+                .append(&Record::StepFailed {
+                    step: inst.address.clone(),
+                    at: now_rfc3339(),
+                    error: msg.clone(),
+                })
+                .await?;
+            return Ok(StepResult::Failed(msg));
+        }
+    };
+    // Verify: the recorded result is what the API says.
+    let mut observed = Json::Null;
+    if st.reads() && action != Action::Run {
+        match st.read(&ctx, &task.inputs).await {
+            Ok(state) => {
+                let current = match &state {
+                    Some(s) => Current::Known(s),
+                    None => Current::Absent,
+                };
+                if let Ok(c) = st.plan(&task.inputs, current) {
+                    if c.action != Action::NoOp {
+                        let diffs: Vec<String> = c
+                            .fields
+                            .iter()
+                            .filter(|f| f.before != f.after)
+                            .map(|f| {
+                                format!(
+                                    "{}: {} (wanted {})",
+                                    f.path,
+                                    show(&f.before),
+                                    show(&f.after)
+                                )
+                            })
+                            .collect();
+                        let msg = fail(format!(
+                            "applied, but the target does not show the change: {}",
+                            diffs.join(", ")
+                        ));
+                        journal
+                            .append(&Record::StepFailed {
+                                step: inst.address.clone(),
+                                at: now_rfc3339(),
+                                error: msg.clone(),
+                            })
+                            .await?;
+                        return Ok(StepResult::Failed(msg));
+                    }
+                }
+                observed = state.unwrap_or(Json::Null);
+            }
+            Err(e) => {
+                let msg = fail(format!("verifying after apply: {e}"));
+                journal
+                    .append(&Record::StepFailed {
+                        step: inst.address.clone(),
+                        at: now_rfc3339(),
+                        error: msg.clone(),
+                    })
+                    .await?;
+                return Ok(StepResult::Failed(msg));
+            }
+        }
+    }
+    journal
+        .append(&Record::StepFinished {
+            step: inst.address.clone(),
+            at: now_rfc3339(),
+            action: action.as_str().into(),
+            outputs: outputs.clone(),
+            observed,
+        })
+        .await?;
+    Ok(StepResult::Finished {
+        action,
+        outputs,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn show(v: &Option<Json>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "absent".into(),
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared steps of the commands: load and validate the configuration, gather variable inputs
+//! from flags, files and the environment, print diagnostics.
+
+use std::sync::Arc;
+
+use crate::config::{self, Config, Diagnostics};
+use crate::graph::{self, ConfigGraph};
+use crate::plan::vars::{parse_assignment, VarInputs};
+use crate::provider::Registry;
+
+use super::VarArgs;
+
+/// A loaded, validated configuration.
+pub struct Loaded {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Its graph.
+    pub graph: Arc<ConfigGraph>,
+    /// The step type registry.
+    pub registry: Arc<Registry>,
+}
+
+/// Loads `*.hcl` from the current directory and builds the graph.
+///
+/// # Errors
+///
+/// Every configuration diagnostic, with sources attached.
+pub fn load() -> Result<Loaded, Diagnostics> {
+    let registry = Arc::new(Registry::standard());
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let config = config::load_dir(&cwd)?;
+    let graph = graph::build(&config, &registry)?;
+    Ok(Loaded {
+        config: Arc::new(config),
+        graph: Arc::new(graph),
+        registry,
+    })
+}
+
+/// Gathers raw variable inputs: `OPSCTL_VAR_*`, `--var-file`, `--var`.
+///
+/// # Errors
+///
+/// A message for a malformed `--var` or an unreadable var file.
+pub fn var_inputs(args: &VarArgs) -> Result<VarInputs, String> {
+    let mut inputs = VarInputs::default();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| k.strip_prefix("OPSCTL_VAR_").map(|n| (n.to_string(), v)))
+        .collect();
+    env.sort();
+    inputs.env = env;
+    for path in &args.var_files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read var file `{}`: {e}", path.display()))?;
+        inputs.files.push((path.display().to_string(), text));
+    }
+    for v in &args.vars {
+        inputs.cli.push(parse_assignment(v)?);
+    }
+    Ok(inputs)
+}
+
+/// Prints diagnostics to standard error.
+pub fn print_diags(d: &Diagnostics) {
+    eprint!("{d}");
+}
+
+/// Prints a one-line error to standard error.
+pub fn print_error(msg: &str) {
+    eprintln!("error: {msg}");
+}

@@ -1,0 +1,19 @@
+//! `opsctl force-unlock ID`: remove a state lock left behind by another run.
+
+use crate::state::lock::force_unlock;
+
+use super::{exit, UnlockArgs};
+
+/// Runs `force-unlock`; returns the exit code.
+pub fn run(args: UnlockArgs) -> i32 {
+    match force_unlock(&args.state_dir, &args.id) {
+        Ok(info) => {
+            println!("Lock {} released (was: {info}).", info.id);
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}

@@ -1,0 +1,774 @@
+//! HCL files -> typed configuration with source spans.
+//!
+//! Loads every `*.hcl` file of a directory with `hcl-edit` (which keeps byte spans), sorts the
+//! blocks into `variable`, `locals`, `provider`, `data`, `step` and `output`, and records every
+//! reference an expression makes. It collects every diagnostic before it stops.
+
+pub mod diagnostic;
+pub mod eval;
+pub mod functions;
+pub mod refs;
+pub mod types;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use hcl_edit::structure::{Block, Body, Structure};
+use hcl_edit::Span as _;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use refs::{RefRoot, Reference};
+
+/// One loaded configuration file: its path, text and line index.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// Path as shown to the user (relative to the working directory when possible).
+    pub display: String,
+    /// Full text of the file.
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    /// Builds a source file from its display name and text.
+    pub fn new(display: impl Into<String>, text: impl Into<String>) -> SourceFile {
+        let text = text.into();
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            display: display.into(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line_idx = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = self.line_starts[line_idx];
+        let col = self.text[start..offset].chars().count() + 1;
+        (line_idx + 1, col)
+    }
+
+    /// The text of 1-based line `line`, without its newline.
+    pub fn line_text(&self, line: usize) -> &str {
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+            return "";
+        };
+        let end = self
+            .line_starts
+            .get(line)
+            .map(|e| e.saturating_sub(1))
+            .unwrap_or(self.text.len());
+        self.text[start..end.max(start)].trim_end_matches('\r')
+    }
+}
+
+/// All source files of a configuration, indexed by [`Span::file`].
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// The files, in load order (sorted by name).
+    pub files: Vec<SourceFile>,
+}
+
+impl Sources {
+    /// `file:line:col` of a span's start.
+    pub fn location(&self, span: &Span) -> String {
+        match self.files.get(span.file) {
+            Some(file) => {
+                let (line, col) = file.line_col(span.range.start);
+                format!("{}:{}:{}", file.display, line, col)
+            }
+            None => "<unknown>".to_string(),
+        }
+    }
+}
+
+/// A byte range in one source file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Span {
+    /// Index into [`Sources::files`].
+    pub file: usize,
+    /// Byte range within the file.
+    pub range: Range<usize>,
+}
+
+/// One attribute (`name = expression`) of a block, with its references.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    /// The attribute name.
+    pub name: String,
+    /// The expression, in the form `hcl-rs` evaluates.
+    pub expr: hcl::Expression,
+    /// Span of the value expression.
+    pub span: Span,
+    /// Span of the attribute key.
+    pub key_span: Span,
+    /// Every reference the expression makes (`var.x`, `step.t.n`, ...).
+    pub refs: Vec<Reference>,
+    /// Names of functions the expression calls.
+    pub uses_functions: bool,
+}
+
+/// What kind of top-level block a [`BlockDef`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockKind {
+    /// `step "TYPE" "NAME"`.
+    Step,
+    /// `data "TYPE" "NAME"`.
+    Data,
+}
+
+impl BlockKind {
+    /// The keyword (`step` or `data`).
+    pub fn keyword(self) -> &'static str {
+        match self {
+            BlockKind::Step => "step",
+            BlockKind::Data => "data",
+        }
+    }
+}
+
+/// A `step` or `data` block: its type, name, arguments and meta-arguments.
+#[derive(Debug, Clone)]
+pub struct BlockDef {
+    /// Step or data source.
+    pub kind: BlockKind,
+    /// The type label, e.g. `eks_nodegroup_scaling`.
+    pub type_name: String,
+    /// The name label.
+    pub name: String,
+    /// Span of the block header (keyword and labels).
+    pub span: Span,
+    /// Span of the type label.
+    pub type_span: Span,
+    /// Type-specific arguments, in source order.
+    pub args: Vec<Attr>,
+    /// `depends_on` references.
+    pub depends_on: Vec<Reference>,
+    /// `depends_on` attribute span, if any.
+    pub depends_on_span: Option<Span>,
+    /// `count = N`.
+    pub count: Option<Attr>,
+    /// `for_each = set or map`.
+    pub for_each: Option<Attr>,
+    /// `provider = aws.west`: the provider key and its span.
+    pub provider: Option<(String, Span)>,
+    /// `timeout = "60m"`.
+    pub timeout: Option<Attr>,
+}
+
+impl BlockDef {
+    /// The block address without instance key: `step.TYPE.NAME` or `data.TYPE.NAME`.
+    pub fn address(&self) -> String {
+        match self.kind {
+            BlockKind::Step => format!("step.{}.{}", self.type_name, self.name),
+            BlockKind::Data => format!("data.{}.{}", self.type_name, self.name),
+        }
+    }
+
+    /// Every reference of the block: arguments, meta-arguments and `depends_on`.
+    pub fn all_refs(&self) -> impl Iterator<Item = &Reference> {
+        self.args
+            .iter()
+            .chain(self.count.iter())
+            .chain(self.for_each.iter())
+            .chain(self.timeout.iter())
+            .flat_map(|a| a.refs.iter())
+            .chain(self.depends_on.iter())
+    }
+}
+
+/// A `variable "NAME"` block.
+#[derive(Debug, Clone)]
+pub struct VariableDef {
+    /// Variable name.
+    pub name: String,
+    /// Span of the block header.
+    pub span: Span,
+    /// Type constraint (`any` when not given).
+    pub ty: types::TypeConstraint,
+    /// Default value expression.
+    pub default: Option<Attr>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether the value is sensitive.
+    pub sensitive: bool,
+    /// `validation { condition, error_message }` blocks.
+    pub validations: Vec<(Attr, Attr)>,
+}
+
+/// One `name = expr` entry of a `locals` block.
+#[derive(Debug, Clone)]
+pub struct LocalDef {
+    /// The attribute.
+    pub attr: Attr,
+}
+
+/// A `provider "NAME"` block.
+#[derive(Debug, Clone)]
+pub struct ProviderDef {
+    /// Provider name (`aws`).
+    pub name: String,
+    /// `alias`, if any.
+    pub alias: Option<String>,
+    /// Span of the block header.
+    pub span: Span,
+    /// Arguments other than `alias`.
+    pub args: Vec<Attr>,
+}
+
+impl ProviderDef {
+    /// `aws` or `aws.ALIAS`.
+    pub fn key(&self) -> String {
+        match &self.alias {
+            Some(alias) => format!("{}.{}", self.name, alias),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// An `output "NAME"` block.
+#[derive(Debug, Clone)]
+pub struct OutputDef {
+    /// Output name.
+    pub name: String,
+    /// Span of the header.
+    pub span: Span,
+    /// The `value` attribute.
+    pub value: Attr,
+    /// Whether the value is sensitive.
+    pub sensitive: bool,
+}
+
+/// A whole configuration: every block of every `*.hcl` file in a directory.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// The files the configuration came from.
+    pub sources: Sources,
+    /// `variable` blocks.
+    pub variables: Vec<VariableDef>,
+    /// `locals` entries.
+    pub locals: Vec<LocalDef>,
+    /// `provider` blocks.
+    pub providers: Vec<ProviderDef>,
+    /// `data` and `step` blocks.
+    pub blocks: Vec<BlockDef>,
+    /// `output` blocks.
+    pub outputs: Vec<OutputDef>,
+    /// SHA-256 of the file names and contents, hex.
+    pub digest: String,
+}
+
+const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "timeout"];
+
+/// Loads every `*.hcl` file of `dir` (sorted by name).
+///
+/// # Errors
+///
+/// Returns every diagnostic found: unreadable files, syntax errors (with `file:line:col`),
+/// unknown block types, duplicate addresses, malformed meta-arguments.
+pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "hcl") && p.is_file())
+            .collect(),
+        Err(err) => {
+            return Err(Diagnostics::single(Diagnostic::error(format!(
+                "cannot read configuration directory `{}`: {err}",
+                dir.display()
+            ))))
+        }
+    };
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Diagnostics::single(Diagnostic::error(format!(
+            "no configuration files (`*.hcl`) in `{}`",
+            dir.display()
+        ))));
+    }
+    let mut files = Vec::new();
+    let mut diags = Diagnostics::default();
+    for path in paths {
+        let display = path
+            .strip_prefix(std::env::current_dir().unwrap_or_default())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push(SourceFile::new(display, text)),
+            Err(err) => diags.push(Diagnostic::error(format!("cannot read `{display}`: {err}"))),
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    load_sources(files)
+}
+
+/// Parses already-read files into a [`Config`].
+///
+/// # Errors
+///
+/// As [`load_dir`].
+pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for file in &files {
+        hasher.update(file.display.as_bytes());
+        hasher.update([0]);
+        hasher.update(file.text.as_bytes());
+        hasher.update([0]);
+    }
+    let mut config = Config {
+        digest: hex(&hasher.finalize()),
+        ..Config::default()
+    };
+    let mut diags = Diagnostics::default();
+    let mut bodies = Vec::new();
+    for (file_idx, file) in files.iter().enumerate() {
+        match hcl_edit::parser::parse_body(&file.text) {
+            Ok(body) => bodies.push((file_idx, body)),
+            Err(err) => {
+                let loc = err.location();
+                let offset = loc.offset();
+                diags.push(
+                    Diagnostic::error(format!("syntax error: {}", err.message())).with_span(Span {
+                        file: file_idx,
+                        range: offset..offset + 1,
+                    }),
+                );
+            }
+        }
+    }
+    config.sources.files = files;
+    for (file_idx, body) in &bodies {
+        load_body(&mut config, *file_idx, body, &mut diags);
+    }
+    check_duplicates(&config, &mut diags);
+    if diags.has_errors() {
+        diags.attach_sources(&config.sources);
+        return Err(diags);
+    }
+    Ok(config)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn span_of(file: usize, range: Option<Range<usize>>) -> Span {
+    Span {
+        file,
+        range: range.unwrap_or(0..0),
+    }
+}
+
+fn header_span(file: usize, block: &Block) -> Span {
+    let start = block.ident.span().map(|r| r.start).unwrap_or(0);
+    let end = block
+        .labels
+        .last()
+        .and_then(label_span)
+        .map(|r| r.end)
+        .or_else(|| block.ident.span().map(|r| r.end))
+        .unwrap_or(start);
+    Span {
+        file,
+        range: start..end,
+    }
+}
+
+fn label_span(label: &hcl_edit::structure::BlockLabel) -> Option<Range<usize>> {
+    match label {
+        hcl_edit::structure::BlockLabel::Ident(i) => i.span(),
+        hcl_edit::structure::BlockLabel::String(s) => s.span(),
+    }
+}
+
+fn make_attr(file: usize, attr: &hcl_edit::structure::Attribute) -> Attr {
+    let (refs, uses_functions) = refs::collect(file, &attr.value);
+    Attr {
+        name: attr.key.as_str().to_string(),
+        expr: hcl::Expression::from(attr.value.clone()),
+        span: span_of(file, attr.value.span()),
+        key_span: span_of(file, attr.key.span()),
+        refs,
+        uses_functions,
+    }
+}
+
+fn expect_labels(
+    file: usize,
+    block: &Block,
+    n: usize,
+    usage: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    if block.labels.len() != n {
+        diags.push(
+            Diagnostic::error(format!(
+                "`{}` block takes {n} label(s): {usage}",
+                block.ident.as_str()
+            ))
+            .with_span(header_span(file, block)),
+        );
+        return false;
+    }
+    true
+}
+
+fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnostics) {
+    for structure in body.iter() {
+        let block = match structure {
+            Structure::Block(block) => block,
+            Structure::Attribute(attr) => {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "unexpected top-level attribute `{}`; expected a block such as `step`",
+                        attr.key.as_str()
+                    ))
+                    .with_span(span_of(file, attr.key.span())),
+                );
+                continue;
+            }
+        };
+        match block.ident.as_str() {
+            "variable" => {
+                if expect_labels(file, block, 1, "variable \"NAME\"", diags) {
+                    load_variable(config, file, block, diags);
+                }
+            }
+            "locals" => {
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(attr) => config.locals.push(LocalDef {
+                            attr: make_attr(file, attr),
+                        }),
+                        Structure::Block(b) => diags.push(
+                            Diagnostic::error("`locals` takes only attributes")
+                                .with_span(header_span(file, b)),
+                        ),
+                    }
+                }
+            }
+            "provider" => {
+                if expect_labels(file, block, 1, "provider \"NAME\"", diags) {
+                    let mut def = ProviderDef {
+                        name: block.labels[0].as_str().to_string(),
+                        alias: None,
+                        span: header_span(file, block),
+                        args: Vec::new(),
+                    };
+                    for s in block.body.iter() {
+                        match s {
+                            Structure::Attribute(attr) if attr.key.as_str() == "alias" => {
+                                match hcl::Expression::from(attr.value.clone()) {
+                                    hcl::Expression::String(s) => def.alias = Some(s),
+                                    _ => diags.push(
+                                        Diagnostic::error("`alias` must be a literal string")
+                                            .with_span(span_of(file, attr.value.span())),
+                                    ),
+                                }
+                            }
+                            Structure::Attribute(attr) => def.args.push(make_attr(file, attr)),
+                            Structure::Block(b) => diags.push(
+                                Diagnostic::error(format!(
+                                    "unexpected block `{}` in provider",
+                                    b.ident.as_str()
+                                ))
+                                .with_span(header_span(file, b)),
+                            ),
+                        }
+                    }
+                    config.providers.push(def);
+                }
+            }
+            "step" | "data" => {
+                let kind = if block.ident.as_str() == "step" {
+                    BlockKind::Step
+                } else {
+                    BlockKind::Data
+                };
+                let usage = format!("{} \"TYPE\" \"NAME\"", kind.keyword());
+                if expect_labels(file, block, 2, &usage, diags) {
+                    load_step(config, file, block, kind, diags);
+                }
+            }
+            "output" => {
+                if expect_labels(file, block, 1, "output \"NAME\"", diags) {
+                    let mut value = None;
+                    let mut sensitive = false;
+                    for s in block.body.iter() {
+                        match s {
+                            Structure::Attribute(attr) if attr.key.as_str() == "value" => {
+                                value = Some(make_attr(file, attr))
+                            }
+                            Structure::Attribute(attr) if attr.key.as_str() == "sensitive" => {
+                                sensitive = literal_bool(file, attr, diags)
+                            }
+                            Structure::Attribute(attr) if attr.key.as_str() == "description" => {}
+                            other => diags.push(
+                                Diagnostic::error("unexpected argument in `output`; expected `value`, `description` or `sensitive`")
+                                    .with_span(span_of(file, other.span())),
+                            ),
+                        }
+                    }
+                    match value {
+                        Some(value) => config.outputs.push(OutputDef {
+                            name: block.labels[0].as_str().to_string(),
+                            span: header_span(file, block),
+                            value,
+                            sensitive,
+                        }),
+                        None => diags.push(
+                            Diagnostic::error("`output` requires a `value`")
+                                .with_span(header_span(file, block)),
+                        ),
+                    }
+                }
+            }
+            other => diags.push(
+                Diagnostic::error(format!(
+                    "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step` or `output`"
+                ))
+                .with_span(span_of(file, block.ident.span())),
+            ),
+        }
+    }
+}
+
+fn literal_bool(
+    file: usize,
+    attr: &hcl_edit::structure::Attribute,
+    diags: &mut Diagnostics,
+) -> bool {
+    match hcl::Expression::from(attr.value.clone()) {
+        hcl::Expression::Bool(b) => b,
+        _ => {
+            diags.push(
+                Diagnostic::error(format!("`{}` must be `true` or `false`", attr.key.as_str()))
+                    .with_span(span_of(file, attr.value.span())),
+            );
+            false
+        }
+    }
+}
+
+fn load_variable(config: &mut Config, file: usize, block: &Block, diags: &mut Diagnostics) {
+    let mut def = VariableDef {
+        name: block.labels[0].as_str().to_string(),
+        span: header_span(file, block),
+        ty: types::TypeConstraint::Any,
+        default: None,
+        description: None,
+        sensitive: false,
+        validations: Vec::new(),
+    };
+    for s in block.body.iter() {
+        match s {
+            Structure::Attribute(attr) => match attr.key.as_str() {
+                "type" => match types::TypeConstraint::parse(&hcl::Expression::from(attr.value.clone())) {
+                    Ok(ty) => def.ty = ty,
+                    Err(msg) => diags.push(
+                        Diagnostic::error(msg).with_span(span_of(file, attr.value.span())),
+                    ),
+                },
+                "default" => def.default = Some(make_attr(file, attr)),
+                "description" => {
+                    if let hcl::Expression::String(s) = hcl::Expression::from(attr.value.clone()) {
+                        def.description = Some(s)
+                    }
+                }
+                "sensitive" => def.sensitive = literal_bool(file, attr, diags),
+                "nullable" => {}
+                other => diags.push(
+                    Diagnostic::error(format!(
+                        "unknown argument `{other}` in `variable`; expected `type`, `default`, `description`, `sensitive` or `validation`"
+                    ))
+                    .with_span(span_of(file, attr.key.span())),
+                ),
+            },
+            Structure::Block(b) if b.ident.as_str() == "validation" => {
+                let cond = b.body.get_attribute("condition").map(|a| make_attr(file, a));
+                let msg = b.body.get_attribute("error_message").map(|a| make_attr(file, a));
+                match (cond, msg) {
+                    (Some(c), Some(m)) => def.validations.push((c, m)),
+                    _ => diags.push(
+                        Diagnostic::error("`validation` requires `condition` and `error_message`")
+                            .with_span(header_span(file, b)),
+                    ),
+                }
+            }
+            Structure::Block(b) => diags.push(
+                Diagnostic::error(format!("unexpected block `{}` in `variable`", b.ident.as_str()))
+                    .with_span(header_span(file, b)),
+            ),
+        }
+    }
+    if let Some(default) = &def.default {
+        if !default.refs.is_empty() {
+            diags.push(
+                Diagnostic::error("a variable default cannot refer to other values")
+                    .with_span(default.span.clone()),
+            );
+        }
+    }
+    config.variables.push(def);
+}
+
+fn load_step(
+    config: &mut Config,
+    file: usize,
+    block: &Block,
+    kind: BlockKind,
+    diags: &mut Diagnostics,
+) {
+    let mut def = BlockDef {
+        kind,
+        type_name: block.labels[0].as_str().to_string(),
+        name: block.labels[1].as_str().to_string(),
+        span: header_span(file, block),
+        type_span: span_of(file, label_span(&block.labels[0])),
+        args: Vec::new(),
+        depends_on: Vec::new(),
+        depends_on_span: None,
+        count: None,
+        for_each: None,
+        provider: None,
+        timeout: None,
+    };
+    if !is_identifier(&def.name) {
+        diags.push(
+            Diagnostic::error(format!(
+                "invalid name `{}`: names start with a letter or underscore and contain only letters, digits, `_` and `-`",
+                def.name
+            ))
+            .with_span(span_of(file, label_span(&block.labels[1]))),
+        );
+    }
+    for s in block.body.iter() {
+        let attr = match s {
+            Structure::Attribute(attr) => attr,
+            Structure::Block(b) => {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "unexpected block `{}` in `{}`; arguments are written `name = value`",
+                        b.ident.as_str(),
+                        def.address()
+                    ))
+                    .with_span(header_span(file, b)),
+                );
+                continue;
+            }
+        };
+        let key = attr.key.as_str();
+        if STEP_META.contains(&key) {
+            let a = make_attr(file, attr);
+            match key {
+                "depends_on" => {
+                    let ok = matches!(a.expr, hcl::Expression::Array(_))
+                        && a.refs
+                            .iter()
+                            .all(|r| matches!(r.root, RefRoot::Step | RefRoot::Data));
+                    if !ok {
+                        diags.push(
+                            Diagnostic::error(
+                                "`depends_on` must be a list of references such as `[step.TYPE.NAME]`",
+                            )
+                            .with_span(a.span.clone()),
+                        );
+                    }
+                    def.depends_on_span = Some(a.span.clone());
+                    def.depends_on = a.refs;
+                }
+                "count" => def.count = Some(a),
+                "for_each" => def.for_each = Some(a),
+                "timeout" => def.timeout = Some(a),
+                "provider" => {
+                    let ok = a.refs.len() == 1 && a.refs[0].parts.len() <= 2;
+                    match (&a.expr, ok) {
+                        (hcl::Expression::Traversal(_) | hcl::Expression::Variable(_), true) => {
+                            def.provider = Some((a.refs[0].parts.join("."), a.span.clone()))
+                        }
+                        _ => diags.push(
+                            Diagnostic::error(
+                                "`provider` must name a provider such as `aws` or `aws.west`",
+                            )
+                            .with_span(a.span.clone()),
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        } else {
+            def.args.push(make_attr(file, attr));
+        }
+    }
+    if def.count.is_some() && def.for_each.is_some() {
+        diags.push(
+            Diagnostic::error(format!(
+                "`{}` sets both `count` and `for_each`; use one",
+                def.address()
+            ))
+            .with_span(def.span.clone()),
+        );
+    }
+    config.blocks.push(def);
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn check_duplicates(config: &Config, diags: &mut Diagnostics) {
+    let mut entries: Vec<(String, &Span)> = Vec::new();
+    entries.extend(
+        config
+            .variables
+            .iter()
+            .map(|v| (format!("var.{}", v.name), &v.span)),
+    );
+    entries.extend(
+        config
+            .locals
+            .iter()
+            .map(|l| (format!("local.{}", l.attr.name), &l.attr.key_span)),
+    );
+    entries.extend(
+        config
+            .providers
+            .iter()
+            .map(|p| (format!("provider.{}", p.key()), &p.span)),
+    );
+    entries.extend(config.blocks.iter().map(|b| (b.address(), &b.span)));
+    entries.extend(
+        config
+            .outputs
+            .iter()
+            .map(|o| (format!("output.{}", o.name), &o.span)),
+    );
+    let mut seen: HashMap<&str, &Span> = HashMap::new();
+    for (addr, span) in &entries {
+        if let Some(first) = seen.get(addr.as_str()) {
+            diags.push(
+                Diagnostic::error(format!("duplicate address `{addr}`"))
+                    .with_span((*span).clone())
+                    .with_note(format!(
+                        "first defined at {}",
+                        config.sources.location(first)
+                    )),
+            );
+        } else {
+            seen.insert(addr, span);
+        }
+    }
+}

@@ -1,0 +1,962 @@
+//! Plan: evaluate the configuration, expand `count`/`for_each` into step instances, read every
+//! target once (concurrently, bounded), then walk the instances in dependency order computing
+//! each change against the *predicted* state of its target.
+
+pub mod vars;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hcl::{Map, Value};
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value as Json;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::config::eval::{self, evaluate, from_json, is_unknown, json_is_unknown, to_json, Scope};
+use crate::config::refs::IndexKey;
+use crate::config::{Attr, BlockKind, Config, Diagnostic, Diagnostics};
+use crate::graph::{self, ConfigGraph, Node, Writer};
+use crate::provider::builtin::parse_duration;
+use crate::provider::{
+    Action, Change, Current, Inputs, ProviderClient, Registry, StepContext, TargetEnv,
+};
+
+/// Default time a step may take to apply and converge.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Maximum concurrent reads (and, for apply, concurrent steps).
+    pub parallelism: usize,
+    /// Whether to talk to the APIs (false for `validate`: data and targets stay unknown).
+    pub read: bool,
+    /// Outputs of steps already finished in the run being resumed, by step address.
+    pub finished_outputs: HashMap<String, Json>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            parallelism: 10,
+            read: true,
+            finished_outputs: HashMap::new(),
+        }
+    }
+}
+
+/// An instance key of a counted (`[0]`) or `for_each` (`["key"]`) block.
+pub type InstanceKey = IndexKey;
+
+/// One step instance and its planned change.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// `step.TYPE.NAME`, `step.TYPE.NAME[0]` or `step.TYPE.NAME["key"]`.
+    pub address: String,
+    /// Index into `config.blocks`.
+    pub block: usize,
+    /// Instance key.
+    pub key: Option<InstanceKey>,
+    /// The step type name.
+    pub type_name: String,
+    /// Indices (into [`Plan::instances`]) of the instances it depends on.
+    pub deps: Vec<usize>,
+    /// Evaluated arguments (unknown values marked).
+    pub inputs: Inputs,
+    /// Target address.
+    pub target: String,
+    /// Provider key (`aws`, `aws.west`).
+    pub provider: Option<String>,
+    /// Apply timeout.
+    pub timeout: Duration,
+    /// The planned change.
+    pub change: Change,
+    /// The state the change was planned against (read or predicted), if any.
+    pub before: Option<Json>,
+    /// Outputs as known at plan time.
+    pub planned_outputs: Json,
+    /// `each.value` of a `for_each` instance.
+    pub each_value: Option<Json>,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Steps that run an operation.
+    pub run: usize,
+    /// Steps that create, update, delete or replace.
+    pub change: usize,
+    /// Steps with nothing to do.
+    pub unchanged: usize,
+}
+
+/// A computed plan.
+pub struct Plan {
+    /// The configuration it came from.
+    pub config: Arc<Config>,
+    /// Its graph.
+    pub graph: Arc<ConfigGraph>,
+    /// Variable values.
+    pub variables: Map<String, Value>,
+    /// Step instances, dependencies first.
+    pub instances: Vec<Instance>,
+    /// Local values as known at plan time.
+    pub locals: HashMap<String, Value>,
+    /// Data source values by address.
+    pub data: HashMap<String, Value>,
+    /// Evaluated provider arguments by key.
+    pub provider_args: HashMap<String, serde_json::Map<String, Json>>,
+    /// Outputs as known at plan time: (name, value, sensitive).
+    pub outputs: Vec<(String, Value, bool)>,
+    /// Warnings to show.
+    pub warnings: Diagnostics,
+}
+
+impl Plan {
+    /// Counts of steps by kind of action.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for i in &self.instances {
+            match i.change.action {
+                Action::NoOp => c.unchanged += 1,
+                Action::Run => c.run += 1,
+                _ => c.change += 1,
+            }
+        }
+        c
+    }
+
+    /// Whether anything would happen.
+    pub fn has_changes(&self) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.change.action != Action::NoOp)
+    }
+
+    /// Re-evaluates an instance's arguments with the actual outputs of finished steps.
+    ///
+    /// # Errors
+    ///
+    /// A diagnostic when an argument cannot be evaluated or is still unknown.
+    pub fn reevaluate(
+        &self,
+        idx: usize,
+        outputs: &HashMap<String, Json>,
+    ) -> Result<Inputs, Diagnostic> {
+        let inst = &self.instances[idx];
+        let block = &self.config.blocks[inst.block];
+        let scope = ApplyScope {
+            plan: self,
+            outputs,
+            count: match &inst.key {
+                Some(IndexKey::Int(i)) if block.count.is_some() => Some(*i),
+                _ => None,
+            },
+            each: self.each_of(inst),
+        };
+        let mut inputs = Inputs::new();
+        for a in &block.args {
+            let v = evaluate(a, &scope)?;
+            if is_unknown(&v) {
+                return Err(Diagnostic::error(format!(
+                    "argument `{}` of `{}` is still unknown when the step is due to run",
+                    a.name, inst.address
+                ))
+                .with_span(a.span.clone()));
+            }
+            inputs.insert(a.name.clone(), to_json(&v));
+        }
+        Ok(inputs)
+    }
+
+    /// Evaluates an expression (an output) with the actual outputs of finished steps.
+    ///
+    /// # Errors
+    ///
+    /// A diagnostic when it cannot be evaluated.
+    pub fn evaluate_with_outputs(
+        &self,
+        attr: &Attr,
+        outputs: &HashMap<String, Json>,
+    ) -> Result<Value, Diagnostic> {
+        let scope = ApplyScope {
+            plan: self,
+            outputs,
+            count: None,
+            each: None,
+        };
+        evaluate(attr, &scope)
+    }
+
+    fn each_of(&self, inst: &Instance) -> Option<(Value, Value)> {
+        let block = &self.config.blocks[inst.block];
+        block.for_each.as_ref()?;
+        match &inst.key {
+            Some(IndexKey::Str(k)) => {
+                let value = inst
+                    .each_value
+                    .as_ref()
+                    .map(from_json)
+                    .unwrap_or_else(|| Value::String(k.clone()));
+                Some((Value::String(k.clone()), value))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Errors of planning: configuration or evaluation diagnostics, or failed reads.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Configuration, evaluation, validation or provider diagnostics (sources attached).
+    #[error("{0}")]
+    Diagnostics(Diagnostics),
+}
+
+impl From<Diagnostics> for PlanError {
+    fn from(d: Diagnostics) -> Self {
+        PlanError::Diagnostics(d)
+    }
+}
+
+/// Lazily built provider clients, one per provider key.
+#[derive(Default)]
+pub struct Providers {
+    cells: std::sync::Mutex<HashMap<String, Arc<OnceCell<ProviderClient>>>>,
+    args: HashMap<String, serde_json::Map<String, Json>>,
+}
+
+impl Providers {
+    /// Providers configured from evaluated provider block arguments.
+    pub fn new(args: HashMap<String, serde_json::Map<String, Json>>) -> Providers {
+        Providers {
+            cells: Default::default(),
+            args,
+        }
+    }
+
+    /// The client for `key` (`aws`, `aws.west`), created on first use.
+    pub async fn client(&self, key: &str) -> ProviderClient {
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+            cells.entry(key.to_string()).or_default().clone()
+        };
+        let args = self.args.get(key).cloned().unwrap_or_default();
+        cell.get_or_init(|| async move {
+            ProviderClient::Aws(Arc::new(crate::provider::aws::connect(&args).await))
+        })
+        .await
+        .clone()
+    }
+
+    /// A step context for an instance.
+    pub async fn context(&self, inst: &Instance) -> StepContext {
+        let provider = match &inst.provider {
+            Some(key) => Some(self.client(key).await),
+            None => None,
+        };
+        StepContext {
+            address: inst.address.clone(),
+            target: inst.target.clone(),
+            provider,
+            timeout: inst.timeout,
+        }
+    }
+}
+
+struct PlanScope<'a> {
+    vars: &'a Map<String, Value>,
+    locals: &'a HashMap<String, Value>,
+    blocks: &'a HashMap<String, Value>,
+    count: Option<u64>,
+    each: Option<(Value, Value)>,
+}
+
+impl Scope for PlanScope<'_> {
+    fn var(&self, name: &str) -> Option<Value> {
+        self.vars.get(name).cloned()
+    }
+    fn local(&self, name: &str) -> Option<Value> {
+        self.locals.get(name).cloned()
+    }
+    fn block(&self, address: &str) -> Option<Value> {
+        self.blocks.get(address).cloned()
+    }
+    fn count_index(&self) -> Option<u64> {
+        self.count
+    }
+    fn each(&self) -> Option<(Value, Value)> {
+        self.each.clone()
+    }
+}
+
+/// Scope at apply time: block values from actual outputs, locals re-evaluated when their plan
+/// value was unknown.
+struct ApplyScope<'a> {
+    plan: &'a Plan,
+    outputs: &'a HashMap<String, Json>,
+    count: Option<u64>,
+    each: Option<(Value, Value)>,
+}
+
+impl Scope for ApplyScope<'_> {
+    fn var(&self, name: &str) -> Option<Value> {
+        self.plan.variables.get(name).cloned()
+    }
+    fn local(&self, name: &str) -> Option<Value> {
+        let planned = self.plan.locals.get(name)?;
+        if !is_unknown(planned) {
+            return Some(planned.clone());
+        }
+        let def = self
+            .plan
+            .config
+            .locals
+            .iter()
+            .find(|l| l.attr.name == name)?;
+        let inner = ApplyScope {
+            plan: self.plan,
+            outputs: self.outputs,
+            count: None,
+            each: None,
+        };
+        evaluate(&def.attr, &inner).ok()
+    }
+    fn block(&self, address: &str) -> Option<Value> {
+        if address.starts_with("data.") {
+            return self.plan.data.get(address).cloned();
+        }
+        let bi = self
+            .plan
+            .config
+            .blocks
+            .iter()
+            .position(|b| b.address() == address)?;
+        let block = &self.plan.config.blocks[bi];
+        let insts: Vec<&Instance> = self
+            .plan
+            .instances
+            .iter()
+            .filter(|i| i.block == bi)
+            .collect();
+        let value_of = |inst: &Instance| {
+            let outputs = self
+                .outputs
+                .get(&inst.address)
+                .unwrap_or(&inst.planned_outputs);
+            instance_value(&inst.inputs, outputs)
+        };
+        Some(if block.count.is_some() {
+            Value::Array(insts.iter().map(|i| value_of(i)).collect())
+        } else if block.for_each.is_some() {
+            Value::Object(
+                insts
+                    .iter()
+                    .map(|i| match &i.key {
+                        Some(IndexKey::Str(k)) => (k.clone(), value_of(i)),
+                        _ => (String::new(), value_of(i)),
+                    })
+                    .collect(),
+            )
+        } else {
+            insts.first().map(|i| value_of(i)).unwrap_or(Value::Null)
+        })
+    }
+    fn count_index(&self) -> Option<u64> {
+        self.count
+    }
+    fn each(&self) -> Option<(Value, Value)> {
+        self.each.clone()
+    }
+}
+
+/// A step's value as seen by references: its inputs overlaid with its outputs.
+fn instance_value(inputs: &Inputs, outputs: &Json) -> Value {
+    let mut map = Map::new();
+    for (k, v) in inputs {
+        map.insert(k.clone(), from_json(v));
+    }
+    if let Json::Object(o) = outputs {
+        for (k, v) in o {
+            map.insert(k.clone(), from_json(v));
+        }
+    }
+    Value::Object(map)
+}
+
+fn diag_at(msg: String, span: &crate::config::Span) -> Diagnostic {
+    Diagnostic::error(msg).with_span(span.clone())
+}
+
+fn eval_meta_timeout(attr: &Option<Attr>, scope: &dyn Scope) -> Result<Duration, Diagnostic> {
+    let Some(a) = attr else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    match evaluate(a, scope)? {
+        Value::String(s) if !s.contains(eval::UNKNOWN) => {
+            parse_duration(&s).map_err(|e| diag_at(e, &a.span))
+        }
+        Value::Number(n) => Ok(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))),
+        _ => Err(diag_at(
+            "`timeout` must be a known duration such as `\"30m\"`".into(),
+            &a.span,
+        )),
+    }
+}
+
+/// Expansion of one block: instance keys with their `count.index` / `each`.
+fn expand(
+    block: &crate::config::BlockDef,
+    scope: &dyn Scope,
+) -> Result<Vec<(Option<IndexKey>, Option<u64>, Option<(Value, Value)>)>, Diagnostic> {
+    if let Some(c) = &block.count {
+        let v = evaluate(c, scope)?;
+        let n = match &v {
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        let n = n.ok_or_else(|| {
+            if is_unknown(&v) {
+                diag_at("`count` depends on a value known only after apply; it must be known at plan time".into(), &c.span)
+            } else {
+                diag_at(format!("`count` must be a whole number >= 0, got {}", crate::config::types::describe_value(&v)), &c.span)
+            }
+        })?;
+        return Ok((0..n)
+            .map(|i| (Some(IndexKey::Int(i)), Some(i), None))
+            .collect());
+    }
+    if let Some(f) = &block.for_each {
+        let v = evaluate(f, scope)?;
+        if is_unknown(&v) {
+            return Err(diag_at("`for_each` depends on a value known only after apply; it must be known at plan time".into(), &f.span));
+        }
+        return match v {
+            Value::Object(map) => Ok(map
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        Some(IndexKey::Str(k.clone())),
+                        None,
+                        Some((Value::String(k), v)),
+                    )
+                })
+                .collect()),
+            Value::Array(items) => {
+                let mut keys: Vec<String> = Vec::new();
+                for item in items {
+                    match item {
+                        Value::String(s) => {
+                            if !keys.contains(&s) {
+                                keys.push(s)
+                            }
+                        }
+                        other => {
+                            return Err(diag_at(
+                                format!(
+                                    "`for_each` over a set needs strings, got {}",
+                                    crate::config::types::describe_value(&other)
+                                ),
+                                &f.span,
+                            ))
+                        }
+                    }
+                }
+                keys.sort();
+                Ok(keys
+                    .into_iter()
+                    .map(|k| {
+                        (
+                            Some(IndexKey::Str(k.clone())),
+                            None,
+                            Some((Value::String(k.clone()), Value::String(k))),
+                        )
+                    })
+                    .collect())
+            }
+            other => Err(diag_at(
+                format!(
+                    "`for_each` must be a map or a set of strings, got {}",
+                    crate::config::types::describe_value(&other)
+                ),
+                &f.span,
+            )),
+        };
+    }
+    Ok(vec![(None, None, None)])
+}
+
+fn instance_address(base: &str, key: &Option<IndexKey>) -> String {
+    match key {
+        None => base.to_string(),
+        Some(IndexKey::Int(i)) => format!("{base}[{i}]"),
+        Some(IndexKey::Str(s)) => format!("{base}[{s:?}]"),
+    }
+}
+
+/// Computes the plan.
+///
+/// # Errors
+///
+/// [`PlanError::Diagnostics`] with every problem found: evaluation errors, argument type
+/// errors, unordered writers, failed reads (naming the step, its target and the server's
+/// answer), and changes a step cannot make.
+pub async fn plan(
+    config: Arc<Config>,
+    cgraph: Arc<ConfigGraph>,
+    registry: &Registry,
+    variables: Map<String, Value>,
+    opts: &PlanOptions,
+) -> Result<(Plan, Arc<Providers>), PlanError> {
+    let mut diags = Diagnostics::default();
+    let mut locals: HashMap<String, Value> = HashMap::new();
+    let mut blocks: HashMap<String, Value> = HashMap::with_capacity(config.blocks.len());
+    let mut data: HashMap<String, Value> = HashMap::new();
+    let mut provider_args: HashMap<String, serde_json::Map<String, Json>> = HashMap::new();
+    let mut instances: Vec<Instance> = Vec::with_capacity(config.blocks.len());
+    let mut block_instances: Vec<Vec<usize>> = vec![Vec::new(); config.blocks.len()];
+    let mut providers: Option<Arc<Providers>> = None;
+
+    for node in &cgraph.order {
+        match *node {
+            Node::Local(i) => {
+                let attr = &config.locals[i].attr;
+                let scope = PlanScope {
+                    vars: &variables,
+                    locals: &locals,
+                    blocks: &blocks,
+                    count: None,
+                    each: None,
+                };
+                match evaluate(attr, &scope) {
+                    Ok(v) => {
+                        locals.insert(attr.name.clone(), v);
+                    }
+                    Err(d) => {
+                        diags.push(d);
+                        locals.insert(attr.name.clone(), eval::unknown());
+                    }
+                }
+            }
+            Node::Provider(i) => {
+                let p = &config.providers[i];
+                let scope = PlanScope {
+                    vars: &variables,
+                    locals: &locals,
+                    blocks: &blocks,
+                    count: None,
+                    each: None,
+                };
+                let mut args = serde_json::Map::new();
+                for a in &p.args {
+                    if p.name == "aws"
+                        && !crate::provider::aws::PROVIDER_ARGS.contains(&a.name.as_str())
+                    {
+                        diags.push(diag_at(
+                            format!(
+                                "unknown argument `{}` for provider `aws`; expected one of: {}",
+                                a.name,
+                                crate::provider::aws::PROVIDER_ARGS.join(", ")
+                            ),
+                            &a.key_span,
+                        ));
+                        continue;
+                    }
+                    match evaluate(a, &scope) {
+                        Ok(v) if is_unknown(&v) => diags.push(diag_at(
+                            format!("provider argument `{}` must be known at plan time", a.name),
+                            &a.span,
+                        )),
+                        Ok(v) => {
+                            args.insert(a.name.clone(), to_json(&v));
+                        }
+                        Err(d) => diags.push(d),
+                    }
+                }
+                if p.name != "aws" {
+                    diags.push(diag_at(
+                        format!("unknown provider `{}`; available: aws", p.name),
+                        &p.span,
+                    ));
+                }
+                provider_args.insert(p.key(), args);
+            }
+            Node::Block(bi) => {
+                let block = &config.blocks[bi];
+                let base = block.address();
+                let scope = PlanScope {
+                    vars: &variables,
+                    locals: &locals,
+                    blocks: &blocks,
+                    count: None,
+                    each: None,
+                };
+                let expansion = match expand(block, &scope) {
+                    Ok(e) => e,
+                    Err(d) => {
+                        diags.push(d);
+                        blocks.insert(base, eval::unknown());
+                        continue;
+                    }
+                };
+                let mut values: Vec<(Option<IndexKey>, Value)> =
+                    Vec::with_capacity(expansion.len());
+                for (key, count, each) in expansion {
+                    let scope = PlanScope {
+                        vars: &variables,
+                        locals: &locals,
+                        blocks: &blocks,
+                        count,
+                        each: each.clone(),
+                    };
+                    let address = instance_address(&base, &key);
+                    let mut inputs = Inputs::new();
+                    let mut ok = true;
+                    let arg_specs = match block.kind {
+                        BlockKind::Step => registry.step(&block.type_name).map(|t| t.args()),
+                        BlockKind::Data => registry.data(&block.type_name).map(|t| t.args()),
+                    }
+                    .unwrap_or(&[]);
+                    for a in &block.args {
+                        match evaluate(a, &scope) {
+                            Ok(v) => {
+                                let j = to_json(&v);
+                                if !json_is_unknown(&j) {
+                                    if let Some(spec) = arg_specs.iter().find(|s| s.name == a.name)
+                                    {
+                                        if let Err(expected) = spec.ty.check(&j) {
+                                            diags.push(diag_at(
+                                                format!(
+                                                    "wrong type for argument `{}` of `{address}`: expected {expected}, got {}",
+                                                    a.name,
+                                                    graph::describe_json(&j)
+                                                ),
+                                                &a.span,
+                                            ));
+                                            ok = false;
+                                        }
+                                    }
+                                }
+                                if !j.is_null() {
+                                    inputs.insert(a.name.clone(), j);
+                                }
+                            }
+                            Err(d) => {
+                                diags.push(d);
+                                ok = false;
+                            }
+                        }
+                    }
+                    if !ok {
+                        values.push((key, eval::unknown()));
+                        continue;
+                    }
+                    let provider_key = cgraph.block_provider[bi].clone();
+                    match block.kind {
+                        BlockKind::Data => {
+                            let value = if opts.read
+                                && !json_is_unknown(&Json::Object(inputs.clone()))
+                            {
+                                let provs = providers
+                                    .get_or_insert_with(|| {
+                                        Arc::new(Providers::new(provider_args.clone()))
+                                    })
+                                    .clone();
+                                let ds = registry.data(&block.type_name).expect("validated type");
+                                let ctx = StepContext {
+                                    address: address.clone(),
+                                    target: String::new(),
+                                    provider: match &provider_key {
+                                        Some(k) => Some(provs.client(k).await),
+                                        None => None,
+                                    },
+                                    timeout: DEFAULT_TIMEOUT,
+                                };
+                                match ds.read(&ctx, &inputs).await {
+                                    Ok(v) => from_json(&v),
+                                    Err(e) => {
+                                        diags.push(diag_at(
+                                            format!("reading `{address}`: {e}"),
+                                            &block.span,
+                                        ));
+                                        eval::unknown()
+                                    }
+                                }
+                            } else {
+                                eval::unknown()
+                            };
+                            let mut merged = instance_value(&inputs, &Json::Null);
+                            if let (Value::Object(m), Value::Object(v)) = (&mut merged, &value) {
+                                m.extend(v.clone());
+                            } else if is_unknown(&value) {
+                                merged = eval::unknown();
+                            }
+                            data.insert(address.clone(), merged.clone());
+                            values.push((key, merged));
+                        }
+                        BlockKind::Step => {
+                            let st = registry.step(&block.type_name).expect("validated type");
+                            let timeout = match eval_meta_timeout(&block.timeout, &scope) {
+                                Ok(t) => t,
+                                Err(d) => {
+                                    diags.push(d);
+                                    DEFAULT_TIMEOUT
+                                }
+                            };
+                            let env = TargetEnv {
+                                address: address.clone(),
+                                provider_args: provider_key
+                                    .as_ref()
+                                    .and_then(|k| provider_args.get(k).cloned())
+                                    .unwrap_or_default(),
+                            };
+                            let target = st.target(&env, &inputs);
+                            let planned_outputs = match opts.finished_outputs.get(&address) {
+                                Some(o) => o.clone(),
+                                None => st.planned_outputs(&inputs),
+                            };
+                            let value = instance_value(&inputs, &planned_outputs);
+                            block_instances[bi].push(instances.len());
+                            instances.push(Instance {
+                                address,
+                                block: bi,
+                                key: key.clone(),
+                                type_name: block.type_name.clone(),
+                                deps: Vec::new(),
+                                inputs,
+                                target,
+                                provider: provider_key,
+                                timeout,
+                                change: Change::noop(Vec::new()),
+                                before: None,
+                                planned_outputs,
+                                each_value: each.as_ref().map(|(_, v)| to_json(v)),
+                            });
+                            values.push((key, value));
+                        }
+                    }
+                }
+                let block_value = if block.count.is_some() {
+                    Value::Array(values.into_iter().map(|(_, v)| v).collect())
+                } else if block.for_each.is_some() {
+                    Value::Object(
+                        values
+                            .into_iter()
+                            .map(|(k, v)| match k {
+                                Some(IndexKey::Str(s)) => (s, v),
+                                _ => (String::new(), v),
+                            })
+                            .collect(),
+                    )
+                } else {
+                    values.pop().map(|(_, v)| v).unwrap_or(Value::Null)
+                };
+                blocks.insert(base, block_value);
+            }
+            Node::Output(_) => {}
+        }
+    }
+    if diags.has_errors() {
+        diags.attach_sources(&config.sources);
+        return Err(diags.into());
+    }
+
+    // Instance dependencies.
+    for idx in 0..instances.len() {
+        let bi = instances[idx].block;
+        let mut deps = Vec::new();
+        for dep in &cgraph.block_deps[bi] {
+            if config.blocks[dep.block].kind != BlockKind::Step {
+                continue;
+            }
+            for &j in &block_instances[dep.block] {
+                if dep.index.is_none() || dep.index == instances[j].key {
+                    deps.push(j);
+                }
+            }
+        }
+        if let Some(d) = cgraph.block_deps[bi].iter().find(|d| {
+            d.index.is_some()
+                && !block_instances[d.block]
+                    .iter()
+                    .any(|&j| instances[j].key == d.index)
+        }) {
+            diags.push(diag_at(
+                format!(
+                    "`{}` refers to instance {:?} of `{}`, which does not exist",
+                    instances[idx].address,
+                    d.index
+                        .as_ref()
+                        .map(|k| match k {
+                            IndexKey::Int(i) => i.to_string(),
+                            IndexKey::Str(s) => s.clone(),
+                        })
+                        .unwrap_or_default(),
+                    config.blocks[d.block].address()
+                ),
+                &config.blocks[bi].span,
+            ));
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        instances[idx].deps = deps;
+    }
+    // Topological order of instances (blocks are already in order; instances of a block
+    // follow all instances they depend on).
+    let igraph = instance_graph(&instances);
+    let writers: Vec<Writer<'_>> = instances
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| !i.target.contains(eval::UNKNOWN))
+        .map(|(n, i)| Writer {
+            node: NodeIndex::new(n),
+            address: &i.address,
+            target: &i.target,
+            span: &config.blocks[i.block].span,
+        })
+        .collect();
+    diags.extend(graph::unordered_writers(&igraph, &writers, &config));
+    if diags.has_errors() {
+        diags.attach_sources(&config.sources);
+        return Err(diags.into());
+    }
+
+    let providers = providers.unwrap_or_else(|| Arc::new(Providers::new(provider_args.clone())));
+
+    // Read every distinct target once, concurrently.
+    let mut reads: BTreeMap<String, Option<Json>> = BTreeMap::new();
+    if opts.read {
+        let sem = Arc::new(Semaphore::new(opts.parallelism.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        let mut first_reader: HashMap<&str, usize> = HashMap::new();
+        for (idx, inst) in instances.iter().enumerate() {
+            let st = registry.step(&inst.type_name).expect("validated type");
+            if !st.reads() || json_is_unknown(&Json::Object(inst.inputs.clone())) {
+                continue;
+            }
+            if first_reader.contains_key(inst.target.as_str()) {
+                continue;
+            }
+            first_reader.insert(&inst.target, idx);
+            let st = st.clone();
+            let sem = sem.clone();
+            let providers = providers.clone();
+            let inst = inst.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let ctx = providers.context(&inst).await;
+                let r = st.read(&ctx, &inst.inputs).await;
+                (idx, inst.target, r)
+            });
+        }
+        while let Some(res) = set.join_next().await {
+            match res {
+                Ok((_, target, Ok(state))) => {
+                    reads.insert(target, state);
+                }
+                Ok((idx, target, Err(e))) => diags.push(diag_at(
+                    format!("`{}`: reading `{target}`: {e}", instances[idx].address),
+                    &config.blocks[instances[idx].block].span,
+                )),
+                Err(e) => diags.push(Diagnostic::error(format!("a read task failed: {e}"))),
+            }
+        }
+        if diags.has_errors() {
+            diags.attach_sources(&config.sources);
+            return Err(diags.into());
+        }
+    }
+
+    // Walk in order, planning against the predicted state.
+    let mut predicted: HashMap<String, Option<Json>> = HashMap::new();
+    for inst in instances.iter_mut() {
+        let st = registry.step(&inst.type_name).expect("validated type");
+        let state: Option<Option<Json>> = predicted
+            .get(&inst.target)
+            .cloned()
+            .or_else(|| reads.get(&inst.target).cloned());
+        let current = match &state {
+            Some(Some(s)) => Current::Known(s),
+            Some(None) => Current::Absent,
+            None => Current::NotRead,
+        };
+        let plan_inputs = &inst.inputs;
+        let finished = opts.finished_outputs.contains_key(&inst.address);
+        match st.plan(plan_inputs, current) {
+            Ok(change) => {
+                inst.change = if finished {
+                    Change {
+                        action: Action::NoOp,
+                        fields: change.fields,
+                        summary: vec!["finished in the run being resumed".into()],
+                    }
+                } else {
+                    change
+                };
+            }
+            Err(msg) => {
+                diags.push(diag_at(
+                    format!("`{}` on `{}`: {msg}", inst.address, inst.target),
+                    &config.blocks[inst.block].span,
+                ));
+                continue;
+            }
+        }
+        inst.before = state.clone().flatten();
+        if let Some(next) = st.predict(plan_inputs, current) {
+            predicted.insert(inst.target.clone(), Some(next));
+        } else if state.is_some() {
+            predicted.insert(inst.target.clone(), state.flatten());
+        }
+    }
+
+    // Outputs as known now.
+    let scope = PlanScope {
+        vars: &variables,
+        locals: &locals,
+        blocks: &blocks,
+        count: None,
+        each: None,
+    };
+    let mut outputs = Vec::new();
+    for o in &config.outputs {
+        match evaluate(&o.value, &scope) {
+            Ok(v) => outputs.push((o.name.clone(), v, o.sensitive)),
+            Err(d) => diags.push(d),
+        }
+    }
+    if diags.has_errors() {
+        diags.attach_sources(&config.sources);
+        return Err(diags.into());
+    }
+    Ok((
+        Plan {
+            config,
+            graph: cgraph,
+            variables,
+            instances,
+            locals,
+            data,
+            provider_args,
+            outputs,
+            warnings: Diagnostics::default(),
+        },
+        providers,
+    ))
+}
+
+/// The instance dependency graph: node `i` is `instances[i]`, edges from dependency to
+/// dependent.
+pub fn instance_graph(instances: &[Instance]) -> DiGraph<(), ()> {
+    let mut g = DiGraph::with_capacity(instances.len(), instances.len());
+    for _ in instances {
+        g.add_node(());
+    }
+    for (i, inst) in instances.iter().enumerate() {
+        for &d in &inst.deps {
+            g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+        }
+    }
+    g
+}

@@ -1,0 +1,125 @@
+//! The AWS provider: EKS and RDS step types and data sources through `aws-sdk-eks` and
+//! `aws-sdk-rds`. Clients honour the standard AWS environment (`AWS_ENDPOINT_URL`,
+//! credentials, `AWS_REGION`) plus the provider block's `region` and `endpoint_url`.
+
+mod eks;
+mod rds;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use serde_json::Value as Json;
+
+use super::{DataSourceType, ProviderError, StepType};
+
+/// The AWS step types.
+pub fn step_types() -> Vec<Arc<dyn StepType>> {
+    vec![Arc::new(eks::NodegroupScaling), Arc::new(rds::Snapshot)]
+}
+
+/// The AWS data sources.
+pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
+    vec![Arc::new(eks::NodegroupData), Arc::new(rds::DbInstanceData)]
+}
+
+/// Clients for one AWS region and endpoint.
+#[derive(Debug)]
+pub struct AwsClients {
+    /// The region, e.g. `us-west-2`.
+    pub region: String,
+    /// EKS client.
+    pub eks: aws_sdk_eks::Client,
+    /// RDS client.
+    pub rds: aws_sdk_rds::Client,
+}
+
+/// The region a provider block resolves to: its `region`, else `AWS_REGION`,
+/// `AWS_DEFAULT_REGION`, else `us-east-1`.
+pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
+    args.get("region")
+        .and_then(Json::as_str)
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
+
+/// Arguments the `provider "aws"` block accepts.
+pub const PROVIDER_ARGS: &[&str] = &["region", "endpoint_url", "profile", "max_attempts"];
+
+/// Builds clients from a provider block's evaluated arguments.
+pub async fn connect(args: &serde_json::Map<String, Json>) -> AwsClients {
+    let region = region_of(args);
+    let attempts = args
+        .get("max_attempts")
+        .and_then(Json::as_u64)
+        .unwrap_or(3)
+        .clamp(1, 10) as u32;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.clone()))
+        .retry_config(RetryConfig::standard().with_max_attempts(attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(url) = args.get("endpoint_url").and_then(Json::as_str) {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(profile) = args.get("profile").and_then(Json::as_str) {
+        loader = loader.profile_name(profile);
+    }
+    let sdk = loader.load().await;
+    AwsClients {
+        region,
+        eks: aws_sdk_eks::Client::new(&sdk),
+        rds: aws_sdk_rds::Client::new(&sdk),
+    }
+}
+
+/// Renders an SDK error with its whole chain (the server's code and message included).
+pub fn sdk_error<E: std::error::Error>(operation: &str, err: E) -> ProviderError {
+    ProviderError::new(format!(
+        "{operation} failed: {}",
+        aws_smithy_types::error::display::DisplayErrorContext(&err)
+    ))
+}
+
+/// Polls `check` until it returns `Some`, backing off from 0.2 s up to 5 s, until `timeout`.
+///
+/// # Errors
+///
+/// The first error `check` returns, or a timeout naming `what`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(ProviderError::new(format!(
+                "timed out after {}s waiting for {what}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

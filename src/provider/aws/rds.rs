@@ -1,0 +1,273 @@
+//! RDS: the `rds_snapshot` step (`aws rds create-db-snapshot`, then wait until the snapshot is
+//! `available`) and the `rds_db_instance` data source (`aws rds describe-db-instances`).
+
+use async_trait::async_trait;
+use aws_sdk_rds::error::ProvideErrorMetadata;
+use aws_sdk_rds::types::{DbSnapshot, Tag};
+use serde_json::{json, Value as Json};
+
+use super::{region_of, sdk_error, wait_until};
+use crate::config::eval::UNKNOWN;
+use crate::provider::{
+    arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange, Inputs,
+    ProviderError, StepContext, StepType, TargetEnv,
+};
+
+/// `rds_snapshot`: a manual DB snapshot of an instance.
+pub struct Snapshot;
+
+const ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "db_instance",
+        ty: ArgType::String,
+        required: true,
+        doc: "DB instance identifier",
+    },
+    ArgSpec {
+        name: "identifier",
+        ty: ArgType::String,
+        required: true,
+        doc: "DB snapshot identifier",
+    },
+    ArgSpec {
+        name: "tags",
+        ty: ArgType::MapOfString,
+        required: false,
+        doc: "tags for the snapshot",
+    },
+];
+
+const DATA_ARGS: &[ArgSpec] = &[ArgSpec {
+    name: "identifier",
+    ty: ArgType::String,
+    required: true,
+    doc: "DB instance identifier",
+}];
+
+fn snapshot_json(s: &DbSnapshot) -> Json {
+    json!({
+        "identifier": s.db_snapshot_identifier(),
+        "db_instance": s.db_instance_identifier(),
+        "arn": s.db_snapshot_arn(),
+        "status": s.status(),
+        "snapshot_type": s.snapshot_type(),
+        "engine": s.engine(),
+        "engine_version": s.engine_version(),
+        "allocated_storage": s.allocated_storage(),
+        "snapshot_create_time": s.snapshot_create_time().map(|t| t.to_string()),
+    })
+}
+
+async fn describe_snapshot(ctx: &StepContext, id: &str) -> Result<Option<Json>, ProviderError> {
+    match ctx
+        .aws()?
+        .rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.db_snapshots().first().map(snapshot_json)),
+        Err(err) if err.code() == Some("DBSnapshotNotFound") => Ok(None),
+        Err(err) => Err(sdk_error(&format!("DescribeDBSnapshots `{id}`"), err)),
+    }
+}
+
+#[async_trait]
+impl StepType for Snapshot {
+    fn name(&self) -> &'static str {
+        "rds_snapshot"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("aws")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        ARGS
+    }
+    fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
+        format!(
+            "aws/{}/rds/snapshot/{}",
+            region_of(&env.provider_args),
+            arg_str(inputs, "identifier").unwrap_or(UNKNOWN)
+        )
+    }
+    fn reads(&self) -> bool {
+        true
+    }
+    async fn read(
+        &self,
+        ctx: &StepContext,
+        inputs: &Inputs,
+    ) -> Result<Option<Json>, ProviderError> {
+        describe_snapshot(ctx, arg_str(inputs, "identifier").unwrap_or_default()).await
+    }
+    fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
+        let id = arg_str(inputs, "identifier").unwrap_or_default();
+        let instance = arg_str(inputs, "db_instance").unwrap_or_default();
+        match current {
+            Current::Known(state) => {
+                let of = state
+                    .get("db_instance")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default();
+                if of != instance && !instance.contains(UNKNOWN) {
+                    return Err(format!(
+                        "snapshot `{id}` already exists for DB instance `{of}`, not `{instance}`"
+                    ));
+                }
+                Ok(Change::noop(vec![FieldChange {
+                    path: "identifier".into(),
+                    before: Some(Json::from(id)),
+                    after: Some(Json::from(id)),
+                }]))
+            }
+            Current::Absent | Current::NotRead => Ok(Change {
+                action: Action::Create,
+                fields: vec![
+                    FieldChange {
+                        path: "identifier".into(),
+                        before: None,
+                        after: Some(Json::from(id)),
+                    },
+                    FieldChange {
+                        path: "db_instance".into(),
+                        before: None,
+                        after: Some(Json::from(instance)),
+                    },
+                    FieldChange {
+                        path: "arn".into(),
+                        before: None,
+                        after: Some(Json::from(UNKNOWN)),
+                    },
+                    FieldChange {
+                        path: "status".into(),
+                        before: None,
+                        after: Some(Json::from("available")),
+                    },
+                ],
+                summary: vec![format!(
+                    "creates a manual snapshot of DB instance `{instance}`"
+                )],
+            }),
+        }
+    }
+    fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
+        Some(json!({
+            "identifier": inputs.get("identifier"),
+            "db_instance": inputs.get("db_instance"),
+            "arn": UNKNOWN,
+            "status": "available",
+        }))
+    }
+    fn planned_outputs(&self, inputs: &Inputs) -> Json {
+        json!({
+            "identifier": inputs.get("identifier"),
+            "db_instance": inputs.get("db_instance"),
+            "arn": UNKNOWN,
+            "status": UNKNOWN,
+            "snapshot_create_time": UNKNOWN,
+        })
+    }
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let id = arg_str(inputs, "identifier")
+            .unwrap_or_default()
+            .to_string();
+        let instance = arg_str(inputs, "db_instance")
+            .unwrap_or_default()
+            .to_string();
+        let tags: Vec<Tag> = inputs
+            .get("tags")
+            .and_then(Json::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        Tag::builder()
+                            .key(k)
+                            .value(v.as_str().unwrap_or_default())
+                            .build()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ctx.aws()?
+            .rds
+            .create_db_snapshot()
+            .db_instance_identifier(&instance)
+            .db_snapshot_identifier(&id)
+            .set_tags(if tags.is_empty() { None } else { Some(tags) })
+            .send()
+            .await
+            .map_err(|e| {
+                sdk_error(
+                    &format!("CreateDBSnapshot `{id}` of DB instance `{instance}`"),
+                    e,
+                )
+            })?;
+        wait_until(
+            &format!("snapshot `{id}` to become available"),
+            ctx.timeout,
+            || async {
+                let s = describe_snapshot(ctx, &id).await?;
+                match s {
+                    Some(s) if s.get("status").and_then(Json::as_str) == Some("available") => {
+                        Ok(Some(s))
+                    }
+                    Some(s) if s.get("status").and_then(Json::as_str) == Some("failed") => Err(
+                        ProviderError::new(format!("snapshot `{id}` failed: status `failed`")),
+                    ),
+                    _ => Ok(None),
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// `data "rds_db_instance"`: the live description of a DB instance.
+pub struct DbInstanceData;
+
+#[async_trait]
+impl DataSourceType for DbInstanceData {
+    fn name(&self) -> &'static str {
+        "rds_db_instance"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("aws")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        DATA_ARGS
+    }
+    async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let id = arg_str(inputs, "identifier").unwrap_or_default();
+        let out = ctx
+            .aws()?
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.code() == Some("DBInstanceNotFound") {
+                    ProviderError::new(format!("DB instance `{id}` not found"))
+                } else {
+                    sdk_error(&format!("DescribeDBInstances `{id}`"), e)
+                }
+            })?;
+        let db = out
+            .db_instances()
+            .first()
+            .ok_or_else(|| ProviderError::new(format!("DB instance `{id}` not found")))?;
+        Ok(json!({
+            "identifier": db.db_instance_identifier(),
+            "arn": db.db_instance_arn(),
+            "status": db.db_instance_status(),
+            "engine": db.engine(),
+            "engine_version": db.engine_version(),
+            "instance_class": db.db_instance_class(),
+            "allocated_storage": db.allocated_storage(),
+            "multi_az": db.multi_az(),
+            "endpoint_address": db.endpoint().and_then(|e| e.address()),
+            "endpoint_port": db.endpoint().and_then(|e| e.port()),
+        }))
+    }
+}

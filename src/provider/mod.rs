@@ -1,0 +1,416 @@
+//! The step contract and the registry of step types and data sources.
+//!
+//! Every step type implements [`StepType`] (modelled on Terraform's provider protocol): a stable
+//! target address, a read of the live target, a plan against the predicted state, a prediction
+//! of the state after the change, and an apply that waits for convergence. Providers know
+//! nothing of the CLI, the graph or the journal.
+
+pub mod aws;
+pub mod builtin;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+/// Evaluated step arguments: a JSON object; values known only after apply carry
+/// [`crate::config::eval::UNKNOWN`].
+pub type Inputs = serde_json::Map<String, Json>;
+
+/// The type an argument accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    /// A string.
+    String,
+    /// A number.
+    Number,
+    /// A whole number >= 0.
+    Count,
+    /// `true` or `false`.
+    Bool,
+    /// A list of strings.
+    ListOfString,
+    /// A string or a list of strings.
+    StringOrList,
+    /// A map of strings.
+    MapOfString,
+    /// Anything.
+    Any,
+}
+
+impl ArgType {
+    /// Checks a known JSON value against the type; returns what was expected on mismatch.
+    pub fn check(self, v: &Json) -> Result<(), &'static str> {
+        let ok = match self {
+            ArgType::String => v.is_string(),
+            ArgType::Number => v.is_number(),
+            ArgType::Count => v.as_u64().is_some(),
+            ArgType::Bool => v.is_boolean(),
+            ArgType::ListOfString => v.as_array().is_some_and(|a| a.iter().all(Json::is_string)),
+            ArgType::StringOrList => {
+                v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Json::is_string))
+            }
+            ArgType::MapOfString => v
+                .as_object()
+                .is_some_and(|m| m.values().all(Json::is_string)),
+            ArgType::Any => true,
+        };
+        if ok || v.is_null() {
+            Ok(())
+        } else {
+            Err(self.describe())
+        }
+    }
+
+    /// `a string`, `a whole number`, ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            ArgType::String => "a string",
+            ArgType::Number => "a number",
+            ArgType::Count => "a whole number",
+            ArgType::Bool => "a bool",
+            ArgType::ListOfString => "a list of strings",
+            ArgType::StringOrList => "a string or a list of strings",
+            ArgType::MapOfString => "a map of strings",
+            ArgType::Any => "any value",
+        }
+    }
+}
+
+/// One argument a step type or data source takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgSpec {
+    /// Argument name.
+    pub name: &'static str,
+    /// Accepted type.
+    pub ty: ArgType,
+    /// Whether it must be set.
+    pub required: bool,
+    /// One line of documentation.
+    pub doc: &'static str,
+}
+
+/// What a step will do to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing: the target already matches.
+    NoOp,
+    /// An operation with no persistent desired state (a command, a restart).
+    Run,
+    /// A new object is created.
+    Create,
+    /// Fields of an existing object change in place.
+    Update,
+    /// An object is deleted.
+    Delete,
+    /// An object is deleted and created again.
+    Replace,
+}
+
+impl Action {
+    /// The plan symbol: `+`, `~`, `-`, `-/+`, `>` or ` `.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Run => ">",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Replace => "-/+",
+        }
+    }
+
+    /// Lowercase name as recorded in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NoOp => "noop",
+            Action::Run => "run",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Replace => "replace",
+        }
+    }
+}
+
+/// One field of a change: `path: before -> after`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldChange {
+    /// Dotted field path, e.g. `scaling_config.desired_size`.
+    pub path: String,
+    /// The value now (None when the object does not exist yet).
+    pub before: Option<Json>,
+    /// The value after apply (may be unknown; None when removed).
+    pub after: Option<Json>,
+}
+
+/// The planned change of one step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    /// What happens.
+    pub action: Action,
+    /// Field-level before/after, including unchanged managed fields (before == after).
+    pub fields: Vec<FieldChange>,
+    /// Human lines describing effects (pods evicted, snapshot created, command run).
+    pub summary: Vec<String>,
+}
+
+impl Change {
+    /// A no-op change with the given managed fields unchanged.
+    pub fn noop(fields: Vec<FieldChange>) -> Change {
+        Change {
+            action: Action::NoOp,
+            fields,
+            summary: Vec::new(),
+        }
+    }
+}
+
+/// The state of a target as the plan sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Current<'a> {
+    /// The step type does not read its target.
+    NotRead,
+    /// The target does not exist.
+    Absent,
+    /// The observed or predicted state.
+    Known(&'a Json),
+}
+
+/// Whether the effect of a step that started but did not finish is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InDoubt {
+    /// The effect is there: mark the step finished.
+    Done,
+    /// The effect is not there: apply again.
+    NotDone,
+    /// The step cannot tell.
+    CannotTell,
+}
+
+/// An error from a provider call: what the server or the operation said.
+#[derive(Debug, Clone)]
+pub struct ProviderError {
+    /// The message, including the server's answer.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// A new error.
+    pub fn new(message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// A configured provider instance (one per `provider` block, or the default).
+#[derive(Debug, Clone)]
+pub enum ProviderClient {
+    /// AWS clients for one region/endpoint.
+    Aws(Arc<aws::AwsClients>),
+}
+
+/// What a step sees while it reads or applies.
+#[derive(Clone)]
+pub struct StepContext {
+    /// The step address, e.g. `step.rds_snapshot.before`.
+    pub address: String,
+    /// The target address.
+    pub target: String,
+    /// The provider instance, for step types that have one.
+    pub provider: Option<ProviderClient>,
+    /// How long apply may wait for convergence.
+    pub timeout: Duration,
+}
+
+impl StepContext {
+    /// The AWS clients of this step.
+    ///
+    /// # Errors
+    ///
+    /// When the step has no AWS provider.
+    pub fn aws(&self) -> Result<&aws::AwsClients, ProviderError> {
+        match &self.provider {
+            Some(ProviderClient::Aws(c)) => Ok(c),
+            None => Err(ProviderError::new(
+                "no `aws` provider configured for this step",
+            )),
+        }
+    }
+}
+
+/// Provider settings a target address may depend on (e.g. the AWS region).
+#[derive(Debug, Clone, Default)]
+pub struct TargetEnv {
+    /// The step address.
+    pub address: String,
+    /// The evaluated provider arguments (`region`, ...), empty for built-in steps.
+    pub provider_args: serde_json::Map<String, Json>,
+}
+
+/// The step contract. See DESIGN.md "How a step works".
+#[async_trait]
+pub trait StepType: Send + Sync {
+    /// The type name used in `step "TYPE" "NAME"`.
+    fn name(&self) -> &'static str;
+    /// The provider this type belongs to (`aws`), or None for built-in steps.
+    fn provider(&self) -> Option<&'static str>;
+    /// The arguments it takes.
+    fn args(&self) -> &'static [ArgSpec];
+    /// The stable address of the live object it acts on.
+    fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String;
+    /// Whether [`StepType::read`] fetches live state (plan reads every such target once).
+    fn reads(&self) -> bool {
+        false
+    }
+    /// Fetches the current state of the target; None when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer when the read fails.
+    async fn read(
+        &self,
+        ctx: &StepContext,
+        inputs: &Inputs,
+    ) -> Result<Option<Json>, ProviderError> {
+        let _ = (ctx, inputs);
+        Ok(None)
+    }
+    /// The change against the current (observed or predicted) state.
+    ///
+    /// # Errors
+    ///
+    /// A message when the inputs cannot be applied to this state.
+    fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String>;
+    /// The target's state after the change, so that later steps on the same target plan
+    /// against it. None when unknown or not tracked.
+    fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
+        let _ = (inputs, current);
+        None
+    }
+    /// Outputs as known at plan time (unknown markers for values known only after apply).
+    fn planned_outputs(&self, inputs: &Inputs) -> Json {
+        let _ = inputs;
+        Json::Object(Default::default())
+    }
+    /// Performs the change through the real API and waits until it has converged.
+    /// Returns the step's outputs.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer, a failed command, or a timeout.
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError>;
+    /// For a step that started but did not finish: is its effect there? Steps that can read
+    /// their target answer from the live state; others cannot tell.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer when the check fails.
+    async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
+        if !self.reads() {
+            return Ok(InDoubt::CannotTell);
+        }
+        let state = self.read(ctx, inputs).await?;
+        let current = match &state {
+            Some(s) => Current::Known(s),
+            None => Current::Absent,
+        };
+        Ok(match self.plan(inputs, current) {
+            Ok(c) if c.action == Action::NoOp => InDoubt::Done,
+            _ => InDoubt::NotDone,
+        })
+    }
+    /// Whether the step is declared safe to repeat.
+    fn idempotent(&self, inputs: &Inputs) -> bool {
+        let _ = inputs;
+        false
+    }
+}
+
+/// A data source: a read-only lookup evaluated at plan time.
+#[async_trait]
+pub trait DataSourceType: Send + Sync {
+    /// The type name used in `data "TYPE" "NAME"`.
+    fn name(&self) -> &'static str;
+    /// The provider it belongs to.
+    fn provider(&self) -> Option<&'static str>;
+    /// The arguments it takes.
+    fn args(&self) -> &'static [ArgSpec];
+    /// Reads the object; returns its attributes.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer, or "not found".
+    async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError>;
+}
+
+/// All step types and data sources opsctl knows.
+pub struct Registry {
+    steps: BTreeMap<&'static str, Arc<dyn StepType>>,
+    data: BTreeMap<&'static str, Arc<dyn DataSourceType>>,
+}
+
+impl Registry {
+    /// The registry of every built-in and provider type.
+    pub fn standard() -> Registry {
+        let mut r = Registry {
+            steps: BTreeMap::new(),
+            data: BTreeMap::new(),
+        };
+        for s in builtin::step_types().into_iter().chain(aws::step_types()) {
+            r.steps.insert(s.name(), s);
+        }
+        for d in aws::data_sources() {
+            r.data.insert(d.name(), d);
+        }
+        r
+    }
+
+    /// A step type by name.
+    pub fn step(&self, name: &str) -> Option<&Arc<dyn StepType>> {
+        self.steps.get(name)
+    }
+
+    /// A data source by name.
+    pub fn data(&self, name: &str) -> Option<&Arc<dyn DataSourceType>> {
+        self.data.get(name)
+    }
+
+    /// Names of all step types.
+    pub fn step_names(&self) -> Vec<&'static str> {
+        self.steps.keys().copied().collect()
+    }
+
+    /// Names of all data sources.
+    pub fn data_names(&self) -> Vec<&'static str> {
+        self.data.keys().copied().collect()
+    }
+}
+
+/// Reads a string argument.
+pub fn arg_str<'a>(inputs: &'a Inputs, name: &str) -> Option<&'a str> {
+    inputs.get(name).and_then(Json::as_str)
+}
+
+/// Reads an integer argument.
+pub fn arg_i64(inputs: &Inputs, name: &str) -> Option<i64> {
+    inputs.get(name).and_then(Json::as_i64)
+}
+
+/// Reads a bool argument.
+pub fn arg_bool(inputs: &Inputs, name: &str) -> Option<bool> {
+    inputs.get(name).and_then(Json::as_bool)
+}

@@ -1,0 +1,175 @@
+//! Rendering: human plan text, apply summaries and progress. The only module that writes to
+//! the terminal (through the writers it is given, or indicatif).
+
+pub mod progress;
+
+use std::fmt::Write as _;
+
+use serde_json::Value as Json;
+
+use crate::config::eval::{is_unknown, to_json, UNKNOWN};
+use crate::plan::{Counts, Plan};
+use crate::provider::{Action, FieldChange};
+
+/// Shows a JSON value the way the plan prints it: strings quoted, unknowns as
+/// `(known after apply)`.
+pub fn show_value(v: &Json) -> String {
+    match v {
+        Json::String(s) if s.contains(UNKNOWN) => "(known after apply)".to_string(),
+        Json::String(s) => format!("{s:?}"),
+        Json::Null => "null".into(),
+        Json::Array(items) if items.iter().any(crate::config::eval::json_is_unknown) => {
+            let inner: Vec<String> = items.iter().map(show_value).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe(action: Action) -> &'static str {
+    match action {
+        Action::NoOp => "is up to date",
+        Action::Run => "will run",
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Delete => "will be deleted",
+        Action::Replace => "will be replaced",
+    }
+}
+
+fn render_field(out: &mut String, action: Action, f: &FieldChange) {
+    let multiline = |v: &Option<Json>| {
+        v.as_ref()
+            .and_then(Json::as_str)
+            .is_some_and(|s| s.contains('\n'))
+    };
+    match (&f.before, &f.after) {
+        (Some(b), Some(a)) if b == a => {
+            let _ = writeln!(out, "        {}: {}", f.path, show_value(a));
+        }
+        (Some(b), Some(a)) if multiline(&f.before) || multiline(&f.after) => {
+            let _ = writeln!(out, "      ~ {}:", f.path);
+            let diff = similar::TextDiff::from_lines(
+                b.as_str().unwrap_or_default(),
+                a.as_str().unwrap_or_default(),
+            );
+            for change in diff.iter_all_changes() {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => "-",
+                    similar::ChangeTag::Insert => "+",
+                    similar::ChangeTag::Equal => " ",
+                };
+                let _ = write!(out, "          {sign} {}", change);
+                if change.missing_newline() {
+                    out.push('\n');
+                }
+            }
+        }
+        (Some(b), Some(a)) => {
+            let _ = writeln!(
+                out,
+                "      ~ {}: {} -> {}",
+                f.path,
+                show_value(b),
+                show_value(a)
+            );
+        }
+        (None, Some(a)) => {
+            let sym = if action == Action::Run { ">" } else { "+" };
+            let _ = writeln!(out, "      {sym} {}: {}", f.path, show_value(a));
+        }
+        (Some(b), None) => {
+            let _ = writeln!(out, "      - {}: {}", f.path, show_value(b));
+        }
+        (None, None) => {}
+    }
+}
+
+/// The human plan: one section per step that does something, then the summary line.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let acting: Vec<_> = plan
+        .instances
+        .iter()
+        .filter(|i| i.change.action != Action::NoOp)
+        .collect();
+    if acting.is_empty() {
+        out.push_str("No changes. The live state already matches the procedure.\n\n");
+    } else {
+        out.push_str("opsctl will perform the following actions, in this order:\n\n");
+        out.push_str("Symbols: + create, ~ update in place, - delete, -/+ replace, > run\n\n");
+        for inst in acting {
+            let _ = writeln!(out, "  # {} {}", inst.address, describe(inst.change.action));
+            let _ = writeln!(out, "  #   target: {}", inst.target);
+            if !inst.deps.is_empty() {
+                let names: Vec<&str> = inst
+                    .deps
+                    .iter()
+                    .take(5)
+                    .map(|&d| plan.instances[d].address.as_str())
+                    .collect();
+                let more = inst.deps.len().saturating_sub(5);
+                let _ = writeln!(
+                    out,
+                    "  #   after: {}{}",
+                    names.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let _ = writeln!(out, "  {} {}", inst.change.action.symbol(), inst.address);
+            for f in &inst.change.fields {
+                render_field(&mut out, inst.change.action, f);
+            }
+            for line in &inst.change.summary {
+                let _ = writeln!(out, "      # {line}");
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(out, "{}", summary_line(plan.counts()));
+    let outputs: Vec<_> = plan.outputs.iter().collect();
+    if !outputs.is_empty() {
+        out.push_str("\nOutputs:\n");
+        for (name, value, sensitive) in outputs {
+            let shown = if *sensitive {
+                "(sensitive value)".to_string()
+            } else if is_unknown(value) {
+                "(known after apply)".to_string()
+            } else {
+                show_value(&to_json(value))
+            };
+            let _ = writeln!(out, "  {name} = {shown}");
+        }
+    }
+    out
+}
+
+/// `Plan: N to run, M to change, K unchanged.`
+pub fn summary_line(c: Counts) -> String {
+    format!(
+        "Plan: {} to run, {} to change, {} unchanged.",
+        c.run, c.change, c.unchanged
+    )
+}
+
+/// Shows outputs after apply.
+pub fn outputs_text(outputs: &[(String, Json, bool)]) -> String {
+    let mut out = String::new();
+    if outputs.is_empty() {
+        return out;
+    }
+    out.push_str("\nOutputs:\n");
+    for (name, value, sensitive) in outputs {
+        let shown = if *sensitive {
+            "(sensitive value)".to_string()
+        } else {
+            show_value(value)
+        };
+        let _ = writeln!(out, "  {name} = {shown}");
+    }
+    out
+}

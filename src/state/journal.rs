@@ -1,0 +1,1443 @@
+//! The append-only, durable journal of one apply run: one file per run at
+//! `<state_dir>/journal/<run_id>.jsonl`, one checksummed JSON record per line, written by a
+//! group-committing background thread so that an `append` returns only once its record is
+//! on disk.
+//!
+//! Line format: `<crc32 of the JSON bytes as 8 lowercase hex digits> <compact JSON>\n`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{io_err, parent_dir, sync_dir, StateError};
+
+/// The journal format version this build writes and reads (recorded in `run_started`).
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+
+/// Name of the testing-only fault-injection environment variable; see [`JournalWriter`].
+pub const FAULT_ENV: &str = "OPSCTL_FAULT_JOURNAL_KILL_AT";
+
+/// One journal record. Serialised as JSON with a `type` tag in snake_case
+/// (e.g. `{"type":"step_started",...}`). Timestamps (`at`) are RFC 3339 UTC strings as made
+/// by [`super::now_rfc3339`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// The first record of every journal: what is being applied, by whom.
+    RunStarted {
+        /// The run ID (also the journal's file stem).
+        run_id: String,
+        /// Journal format version; must equal [`JOURNAL_FORMAT_VERSION`] to be read.
+        format_version: u32,
+        /// The operation (runbook) being applied.
+        operation: String,
+        /// Digest of the configuration the plan was made from.
+        config_digest: String,
+        /// The variable values of the run.
+        variables: serde_json::Map<String, serde_json::Value>,
+        /// User who started the run.
+        who: String,
+        /// Host the run started on.
+        host: String,
+        /// Process ID of the starting opsctl.
+        pid: u32,
+        /// When the run started.
+        at: String,
+        /// Number of steps in the plan.
+        n_steps: usize,
+    },
+    /// An interrupted run was picked up again by a (possibly different) process.
+    RunResumed {
+        /// The run ID being resumed.
+        run_id: String,
+        /// User who resumed.
+        who: String,
+        /// Host the resume runs on.
+        host: String,
+        /// Process ID of the resuming opsctl.
+        pid: u32,
+        /// When the run was resumed.
+        at: String,
+    },
+    /// A step is about to act; until a later finish/fail/resolve it is *in doubt*.
+    StepStarted {
+        /// Step address.
+        step: String,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// When the attempt started.
+        at: String,
+    },
+    /// A step completed.
+    StepFinished {
+        /// Step address.
+        step: String,
+        /// When it finished.
+        at: String,
+        /// The action that was taken (e.g. `create`, `update`, `run`).
+        action: String,
+        /// The step's outputs.
+        outputs: serde_json::Value,
+        /// What was observed after the action.
+        observed: serde_json::Value,
+    },
+    /// A step failed.
+    StepFailed {
+        /// Step address.
+        step: String,
+        /// When it failed.
+        at: String,
+        /// The error message.
+        error: String,
+    },
+    /// An operator decided the outcome of an in-doubt or failed step.
+    StepResolved {
+        /// Step address.
+        step: String,
+        /// When it was resolved.
+        at: String,
+        /// `done` marks the step finished; anything else (e.g. `redo`) makes it run again.
+        resolution: String,
+        /// Why the operator decided so.
+        reason: String,
+    },
+    /// The run was stopped before completion (signal, failure policy, ...).
+    RunInterrupted {
+        /// When it was stopped.
+        at: String,
+        /// Why.
+        reason: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// When it ended.
+        at: String,
+        /// Final status (e.g. `succeeded`, `failed`).
+        status: String,
+    },
+}
+
+impl Record {
+    /// The snake_case `type` tag of this record, e.g. `step_started`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::RunStarted { .. } => "run_started",
+            Record::RunResumed { .. } => "run_resumed",
+            Record::StepStarted { .. } => "step_started",
+            Record::StepFinished { .. } => "step_finished",
+            Record::StepFailed { .. } => "step_failed",
+            Record::StepResolved { .. } => "step_resolved",
+            Record::RunInterrupted { .. } => "run_interrupted",
+            Record::RunFinished { .. } => "run_finished",
+        }
+    }
+}
+
+/// The directory holding all journals: `<state_dir>/journal`.
+pub fn journal_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal")
+}
+
+/// The journal file of run `run_id`: `<state_dir>/journal/<run_id>.jsonl`.
+pub fn journal_path(state_dir: &Path, run_id: &str) -> PathBuf {
+    journal_dir(state_dir).join(format!("{run_id}.jsonl"))
+}
+
+/// A new run ID such as `20261121T213800.123Z-1a2b`: the UTC start time to the millisecond,
+/// then the process ID in hex. IDs sort by start time as strings; within one process they
+/// are strictly increasing (the time is bumped by 1 ms if needed), across processes the pid
+/// keeps them unique.
+pub fn new_run_id() -> String {
+    static LAST_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut last = LAST_MS.load(Ordering::Relaxed);
+    let ms = loop {
+        let candidate = if now > last {
+            now
+        } else {
+            last.saturating_add(1)
+        };
+        match LAST_MS.compare_exchange_weak(last, candidate, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break candidate,
+            Err(actual) => last = actual,
+        }
+    };
+    let time = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now);
+    format!(
+        "{}-{:x}",
+        time.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
+/// The newest run in `state_dir`: its ID and journal path, chosen by greatest run ID among
+/// the `*.jsonl` files of [`journal_dir`].
+///
+/// Returns `None` if the journal directory is missing or holds no journals.
+///
+/// # Errors
+///
+/// [`StateError::Io`] if the journal directory exists but cannot be listed.
+pub fn latest_run(state_dir: &Path) -> Result<Option<(String, PathBuf)>, StateError> {
+    let dir = journal_dir(state_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&dir, e)),
+    };
+    let mut best: Option<(String, PathBuf)> = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(&dir, e))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+            continue;
+        }
+        let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if id.is_empty() || !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            continue;
+        }
+        if best.as_ref().map_or(true, |(b, _)| id > b.as_str()) {
+            best = Some((id.to_string(), path));
+        }
+    }
+    Ok(best)
+}
+
+/// Encode `record` as one journal line, trailing newline included.
+fn encode_line(record: &Record) -> Result<Vec<u8>, StateError> {
+    let json = serde_json::to_vec(record).map_err(|e| StateError::Encode(e.to_string()))?;
+    let mut line = Vec::with_capacity(json.len() + 10);
+    line.extend_from_slice(format!("{:08x} ", crc32fast::hash(&json)).as_bytes());
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The result of [`read_journal`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRead {
+    /// Every intact record, in file order. The first, if any, is `RunStarted`.
+    pub records: Vec<Record>,
+    /// The incomplete last line left by a crash mid-write, if there is one.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// An incomplete last journal line (a write cut short by a crash). Pass it to
+/// [`JournalWriter::open_append`] to cut it off before appending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// 1-based line number of the torn line.
+    pub line: usize,
+    /// Length of the torn line in bytes, including its newline if it has one; it is the
+    /// last `bytes` bytes of the file.
+    pub bytes: usize,
+}
+
+/// Why one line could not be read.
+enum LineError {
+    /// Framing or checksum failure: what a write cut short looks like.
+    Torn(String),
+    /// The checksum verifies but the content is not a valid record.
+    Invalid(String),
+    /// A `run_started` record with a format version this build does not read.
+    Version(u32),
+}
+
+/// Verify the checksum of one line (without its newline) and return its JSON bytes.
+fn checked_json(line: &[u8]) -> Result<&[u8], LineError> {
+    if line.len() < 9 || line[8] != b' ' {
+        return Err(LineError::Torn(
+            "line does not start with an 8-digit checksum and a space".into(),
+        ));
+    }
+    let hex = std::str::from_utf8(&line[..8])
+        .ok()
+        .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| LineError::Torn("checksum is not 8 hex digits".into()))?;
+    let expected = u32::from_str_radix(hex, 16)
+        .map_err(|e| LineError::Torn(format!("checksum `{hex}` is unreadable: {e}")))?;
+    let json = &line[9..];
+    let actual = crc32fast::hash(json);
+    if actual != expected {
+        return Err(LineError::Torn(format!(
+            "checksum mismatch: line says `{expected:08x}`, content hashes to `{actual:08x}`"
+        )));
+    }
+    Ok(json)
+}
+
+/// Parse the first line, which must be a supported `run_started` record.
+fn parse_first(line: &[u8]) -> Result<Record, LineError> {
+    let json = checked_json(line)?;
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| LineError::Invalid(format!("invalid JSON: {e}")))?;
+    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    if kind != "run_started" {
+        return Err(LineError::Invalid(format!(
+            "first record is `{kind}`, expected `run_started`"
+        )));
+    }
+    if let Some(found) = value.get("format_version").and_then(|v| v.as_u64()) {
+        if found != u64::from(JOURNAL_FORMAT_VERSION) {
+            return Err(LineError::Version(u32::try_from(found).unwrap_or(u32::MAX)));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| LineError::Invalid(format!("invalid record: {e}")))
+}
+
+/// Parse a line after the first.
+fn parse_later(line: &[u8]) -> Result<Record, LineError> {
+    let json = checked_json(line)?;
+    let record: Record = serde_json::from_slice(json)
+        .map_err(|e| LineError::Invalid(format!("invalid record: {e}")))?;
+    if matches!(record, Record::RunStarted { .. }) {
+        return Err(LineError::Invalid(
+            "`run_started` may only be the first record".into(),
+        ));
+    }
+    Ok(record)
+}
+
+/// Read and verify the journal at `path` without modifying it.
+///
+/// The last line is *torn* — reported in [`JournalRead::torn_tail`], not an error — if it
+/// lacks its trailing newline or fails its checksum: that is what a crash in the middle of a
+/// write leaves. An empty file (a crash right after creation) gives no records.
+///
+/// # Errors
+///
+/// - [`StateError::Io`] if the file cannot be read.
+/// - [`StateError::Damaged`] with the 1-based line number if any line other than the last
+///   fails its checksum or framing, if any line's checksum verifies but its JSON is not a
+///   valid record (also on the last line: the checksum proves it is not a cut-short write),
+///   if the first record is not `run_started`, or a later one is.
+/// - [`StateError::UnsupportedVersion`] if the `run_started` format version is not
+///   [`JOURNAL_FORMAT_VERSION`].
+pub fn read_journal(path: &Path) -> Result<JournalRead, StateError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| io_err(path, e))?;
+
+    let mut records = Vec::new();
+    let mut torn_tail = None;
+    let mut start = 0usize;
+    let mut line_no = 0usize;
+    while start < bytes.len() {
+        line_no += 1;
+        let rest = &bytes[start..];
+        let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+            torn_tail = Some(TornTail {
+                line: line_no,
+                bytes: rest.len(),
+            });
+            break;
+        };
+        let line = &rest[..newline];
+        let next = start + newline + 1;
+        let is_last = next == bytes.len();
+        let parsed = if line_no == 1 {
+            parse_first(line)
+        } else {
+            parse_later(line)
+        };
+        match parsed {
+            Ok(record) => records.push(record),
+            Err(LineError::Torn(_)) if is_last => {
+                torn_tail = Some(TornTail {
+                    line: line_no,
+                    bytes: newline + 1,
+                });
+                break;
+            }
+            Err(LineError::Torn(reason) | LineError::Invalid(reason)) => {
+                return Err(StateError::Damaged {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    reason,
+                });
+            }
+            Err(LineError::Version(found)) => {
+                return Err(StateError::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: JOURNAL_FORMAT_VERSION,
+                });
+            }
+        }
+        start = next;
+    }
+    Ok(JournalRead { records, torn_tail })
+}
+
+/// What a run did, reconstructed from its records by [`replay`]; used to resume it.
+///
+/// A step's state is decided by the last record that names it ("last word").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replay {
+    /// The run's `RunStarted` record, if present.
+    pub run_started: Option<Record>,
+    /// Finished steps: `(action, outputs, observed)`. Steps resolved as `done` appear with
+    /// action `resolved` and `Null` outputs and observed.
+    pub finished: BTreeMap<String, (String, serde_json::Value, serde_json::Value)>,
+    /// Steps that started but have no later finish, failure or resolution: they may or may
+    /// not have acted.
+    pub in_doubt: BTreeSet<String>,
+    /// Steps whose last word is a failure, with the error message.
+    pub failed: BTreeMap<String, String>,
+    /// The status of `RunFinished`, if the run finished.
+    pub finished_status: Option<String>,
+    /// Number of `RunInterrupted` plus `RunResumed` records.
+    pub interruptions: usize,
+    /// The highest attempt number seen per step.
+    pub attempts: BTreeMap<String, u32>,
+}
+
+/// Reconstruct what a run did from its `records` (as returned by [`read_journal`]).
+///
+/// A `StepResolved` with resolution `done` counts as finished; any other resolution clears
+/// the step from every set so that it runs again. Never fails.
+pub fn replay(records: &[Record]) -> Replay {
+    let mut r = Replay::default();
+    for record in records {
+        match record {
+            Record::RunStarted { .. } => r.run_started = Some(record.clone()),
+            Record::RunResumed { .. } | Record::RunInterrupted { .. } => r.interruptions += 1,
+            Record::StepStarted { step, attempt, .. } => {
+                r.finished.remove(step);
+                r.failed.remove(step);
+                r.in_doubt.insert(step.clone());
+                let best = r.attempts.entry(step.clone()).or_insert(*attempt);
+                *best = (*best).max(*attempt);
+            }
+            Record::StepFinished {
+                step,
+                action,
+                outputs,
+                observed,
+                ..
+            } => {
+                r.in_doubt.remove(step);
+                r.failed.remove(step);
+                r.finished.insert(
+                    step.clone(),
+                    (action.clone(), outputs.clone(), observed.clone()),
+                );
+            }
+            Record::StepFailed { step, error, .. } => {
+                r.in_doubt.remove(step);
+                r.finished.remove(step);
+                r.failed.insert(step.clone(), error.clone());
+            }
+            Record::StepResolved {
+                step, resolution, ..
+            } => {
+                r.in_doubt.remove(step);
+                r.failed.remove(step);
+                r.finished.remove(step);
+                if resolution == "done" {
+                    r.finished.insert(
+                        step.clone(),
+                        (
+                            "resolved".to_string(),
+                            serde_json::Value::Null,
+                            serde_json::Value::Null,
+                        ),
+                    );
+                }
+            }
+            Record::RunFinished { status, .. } => r.finished_status = Some(status.clone()),
+        }
+    }
+    r
+}
+
+/// Counters of a [`JournalWriter`], for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records written to the file.
+    pub records: u64,
+    /// Group-commit batches written (one `write` + one `fdatasync` each, normally).
+    pub batches: u64,
+    /// `fdatasync` calls made.
+    pub syncs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    records: AtomicU64,
+    batches: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Lines written by all journal writers of this process; drives fault injection.
+static LINES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Testing-only crash injection parsed from [`FAULT_ENV`].
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    at: u64,
+    torn: bool,
+}
+
+fn fault_from_env() -> Result<Option<Fault>, StateError> {
+    let Some(raw) = std::env::var_os(FAULT_ENV) else {
+        return Ok(None);
+    };
+    let raw = raw.to_string_lossy().into_owned();
+    let value = raw.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let (n, torn) = match value.split_once(':') {
+        Some((n, "torn")) => (n, true),
+        Some(_) => return Err(StateError::Fault(raw)),
+        None => (value, false),
+    };
+    match n.trim().parse::<u64>() {
+        Ok(at) if at >= 1 => Ok(Some(Fault { at, torn })),
+        _ => Err(StateError::Fault(raw)),
+    }
+}
+
+/// The error a failed batch reports to its waiters (io::Error is not Clone).
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl WriteFailure {
+    fn new(what: &str, e: &io::Error) -> Self {
+        WriteFailure {
+            kind: e.kind(),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+type BatchResult = Result<(), WriteFailure>;
+
+enum Reply {
+    Async(oneshot::Sender<BatchResult>),
+    Blocking(mpsc::Sender<BatchResult>),
+}
+
+struct Msg {
+    line: Vec<u8>,
+    reply: Reply,
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: mpsc::Sender<Msg>,
+    done: oneshot::Receiver<()>,
+    thread: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+/// Durable, group-committing journal writer. Cheap to clone; `Send + Sync`.
+///
+/// A dedicated thread owns the file. Appenders queue encoded lines; the thread takes the
+/// first queued line, drains everything else already queued, writes the batch with one
+/// `write`, calls `fdatasync` once and then wakes every appender of the batch. So many
+/// concurrent appenders share one fsync. After an I/O error the writer is poisoned: that
+/// batch and every later append fail. The thread ends when the last clone is dropped.
+///
+/// **Testing only — fault injection.** If the environment variable
+/// `OPSCTL_FAULT_JOURNAL_KILL_AT` is `N` (or `N:torn`) when the writer is created or opened,
+/// the writer thread sends `SIGKILL` to its own process just before writing the `N`-th line
+/// (1-based, counted over all journal writes of this process). With `:torn` it first writes
+/// and syncs the first half of that line, leaving a torn record. In this mode lines are
+/// written one at a time so the count is exact. Never set it outside crash tests.
+#[derive(Clone)]
+pub struct JournalWriter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JournalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalWriter")
+            .field("path", &self.inner.path)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl JournalWriter {
+    /// Create the journal file at `path` for a new run: creates missing parent directories,
+    /// creates the file exclusively, fsyncs it and its directory, and starts the writer
+    /// thread. The caller appends `RunStarted` first.
+    ///
+    /// # Errors
+    ///
+    /// - [`StateError::Io`] if directories or the file cannot be created — in particular if
+    ///   the file already exists (`AlreadyExists`) — or the fsyncs or thread start fail.
+    /// - [`StateError::Fault`] if `OPSCTL_FAULT_JOURNAL_KILL_AT` is set but malformed.
+    pub fn create(path: &Path) -> Result<JournalWriter, StateError> {
+        let fault = fault_from_env()?;
+        let dir = parent_dir(path);
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        file.sync_all().map_err(|e| io_err(path, e))?;
+        sync_dir(dir)?;
+        Self::start(path, file, fault)
+    }
+
+    /// Open an existing journal to append to it (resuming a run). If `torn_tail` (from
+    /// [`read_journal`] of this file) is given, the file is first truncated to the end of
+    /// the last intact line and fsynced.
+    ///
+    /// # Errors
+    ///
+    /// - [`StateError::Io`] if the file cannot be opened, truncated or synced.
+    /// - [`StateError::Damaged`] if `torn_tail` does not match the file (the cut would not
+    ///   land after a newline — the file changed since it was read), or if no `torn_tail`
+    ///   is given but the file does not end with a newline (appending would corrupt it).
+    /// - [`StateError::Fault`] if `OPSCTL_FAULT_JOURNAL_KILL_AT` is set but malformed.
+    pub fn open_append(
+        path: &Path,
+        torn_tail: Option<&TornTail>,
+    ) -> Result<JournalWriter, StateError> {
+        let fault = fault_from_env()?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+        let damaged = |line: usize, reason: String| StateError::Damaged {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
+        let end = match torn_tail {
+            Some(torn) => {
+                let cut = u64::try_from(torn.bytes)
+                    .ok()
+                    .and_then(|b| len.checked_sub(b))
+                    .ok_or_else(|| {
+                        damaged(
+                            torn.line,
+                            format!(
+                                "torn tail of `{}` bytes is longer than the file (`{len}` bytes)",
+                                torn.bytes
+                            ),
+                        )
+                    })?;
+                if cut > 0
+                    && last_byte_before(&mut file, cut).map_err(|e| io_err(path, e))? != b'\n'
+                {
+                    return Err(damaged(
+                        torn.line,
+                        format!(
+                            "torn tail of `{}` bytes does not start a line; the journal changed since it was read",
+                            torn.bytes
+                        ),
+                    ));
+                }
+                file.set_len(cut).map_err(|e| io_err(path, e))?;
+                file.sync_all().map_err(|e| io_err(path, e))?;
+                cut
+            }
+            None => len,
+        };
+        if end > 0 && last_byte_before(&mut file, end).map_err(|e| io_err(path, e))? != b'\n' {
+            let line = fs::read(path)
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count() + 1)
+                .unwrap_or(0);
+            return Err(damaged(
+                line,
+                "the journal ends with an incomplete line; read it and pass its torn tail".into(),
+            ));
+        }
+        Self::start(path, file, fault)
+    }
+
+    fn start(path: &Path, file: File, fault: Option<Fault>) -> Result<JournalWriter, StateError> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let (done_tx, done) = oneshot::channel::<()>();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
+        let thread = std::thread::Builder::new()
+            .name("opsctl-journal".into())
+            .spawn(move || {
+                writer_loop(file, &rx, fault, &thread_counters);
+                drop(done_tx);
+            })
+            .map_err(|e| io_err(path, e))?;
+        Ok(JournalWriter {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                tx,
+                done,
+                thread,
+                counters,
+            }),
+        })
+    }
+
+    /// The journal file this writer appends to.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Counters of records written, batches and `fdatasync` calls so far.
+    pub fn stats(&self) -> WriterStats {
+        let c = &self.inner.counters;
+        WriterStats {
+            records: c.records.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stopped(&self) -> StateError {
+        io_err(
+            &self.inner.path,
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "journal writer thread has stopped",
+            ),
+        )
+    }
+
+    fn failure(&self, f: WriteFailure) -> StateError {
+        io_err(&self.inner.path, io::Error::new(f.kind, f.message))
+    }
+
+    fn submit(&self, record: &Record, reply: Reply) -> Result<(), StateError> {
+        let line = encode_line(record)?;
+        self.inner
+            .tx
+            .send(Msg { line, reply })
+            .map_err(|_| self.stopped())
+    }
+
+    /// Append `record` and wait until it is durable (written and `fdatasync`ed). Many
+    /// concurrent calls share one fsync. If the future is dropped early the record is still
+    /// written, but without confirmation.
+    ///
+    /// # Errors
+    ///
+    /// - [`StateError::Encode`] if the record cannot be encoded.
+    /// - [`StateError::Io`] naming the journal if the write or sync of its batch failed, if
+    ///   an earlier one failed (the writer is poisoned), or the writer thread is gone.
+    pub async fn append(&self, record: &Record) -> Result<(), StateError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(record, Reply::Async(tx))?;
+        match rx.await {
+            Ok(result) => result.map_err(|f| self.failure(f)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Like [`append`](Self::append) but blocks the calling thread; for non-async callers.
+    /// Do not call from inside an async task (it would block an executor thread).
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
+    pub fn append_blocking(&self, record: &Record) -> Result<(), StateError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(record, Reply::Blocking(tx))?;
+        match rx.recv() {
+            Ok(result) => result.map_err(|f| self.failure(f)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Drop this handle; if it is the last one, wait (without blocking the executor) until
+    /// the writer thread has written everything queued and closed the file. If other
+    /// clones exist it only drops this one.
+    pub async fn close(self) {
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return;
+        };
+        let Inner {
+            tx, done, thread, ..
+        } = inner;
+        drop(tx);
+        let _ = done.await;
+        let _ = thread.join();
+    }
+}
+
+/// The byte at offset `end - 1` of `file` (`end` >= 1).
+fn last_byte_before(file: &mut File, end: u64) -> io::Result<u8> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(end - 1))?;
+    let mut byte = [0u8; 1];
+    file.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
+fn writer_loop(mut file: File, rx: &mpsc::Receiver<Msg>, fault: Option<Fault>, c: &Counters) {
+    let mut poisoned: Option<WriteFailure> = None;
+    let mut buf = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = match &poisoned {
+            Some(f) => Err(WriteFailure {
+                kind: f.kind,
+                message: format!("journal writer failed earlier: {}", f.message),
+            }),
+            None => write_batch(&mut file, &batch, fault, c, &mut buf),
+        };
+        if let Err(f) = &result {
+            poisoned.get_or_insert_with(|| f.clone());
+        }
+        for msg in batch {
+            // A waiter that gave up (dropped its future) is not an error.
+            let _ = match msg.reply {
+                Reply::Async(tx) => tx.send(result.clone()).is_ok(),
+                Reply::Blocking(tx) => tx.send(result.clone()).is_ok(),
+            };
+        }
+    }
+}
+
+fn sync(file: &File, c: &Counters) -> BatchResult {
+    c.syncs.fetch_add(1, Ordering::Relaxed);
+    file.sync_data()
+        .map_err(|e| WriteFailure::new("cannot sync journal", &e))
+}
+
+fn write_batch(
+    file: &mut File,
+    batch: &[Msg],
+    fault: Option<Fault>,
+    c: &Counters,
+    buf: &mut Vec<u8>,
+) -> BatchResult {
+    let write_err = |e: io::Error| WriteFailure::new("cannot write journal", &e);
+    match fault {
+        None => {
+            buf.clear();
+            for msg in batch {
+                buf.extend_from_slice(&msg.line);
+            }
+            file.write_all(buf).map_err(write_err)?;
+            LINES_WRITTEN.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Some(fault) => {
+            for msg in batch {
+                let n = LINES_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == fault.at {
+                    if fault.torn {
+                        file.write_all(&msg.line[..msg.line.len() / 2])
+                            .map_err(write_err)?;
+                    }
+                    sync(file, c)?;
+                    kill_self();
+                }
+                file.write_all(&msg.line).map_err(write_err)?;
+            }
+        }
+    }
+    sync(file, c)?;
+    c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    c.batches.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Fault injection: die as abruptly as a crash would.
+fn kill_self() -> ! {
+    // SAFETY: plain syscalls with no memory arguments.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn started(run_id: &str) -> Record {
+        let mut variables = serde_json::Map::new();
+        variables.insert("cluster".into(), json!("prod-eu"));
+        Record::RunStarted {
+            run_id: run_id.into(),
+            format_version: JOURNAL_FORMAT_VERSION,
+            operation: "rotate-certs".into(),
+            config_digest: "sha256:abc".into(),
+            variables,
+            who: "alice".into(),
+            host: "box".into(),
+            pid: 42,
+            at: "2026-11-21T21:38:00.123Z".into(),
+            n_steps: 3,
+        }
+    }
+
+    fn step_started(step: &str, attempt: u32) -> Record {
+        Record::StepStarted {
+            step: step.into(),
+            attempt,
+            at: "t".into(),
+        }
+    }
+
+    fn step_finished(step: &str) -> Record {
+        Record::StepFinished {
+            step: step.into(),
+            at: "t".into(),
+            action: "update".into(),
+            outputs: json!({"id": step}),
+            observed: json!({"ok": true}),
+        }
+    }
+
+    fn all_kinds() -> Vec<Record> {
+        vec![
+            started("r1"),
+            Record::RunResumed {
+                run_id: "r1".into(),
+                who: "bob".into(),
+                host: "h2".into(),
+                pid: 7,
+                at: "t".into(),
+            },
+            step_started("a", 1),
+            step_finished("a"),
+            Record::StepFailed {
+                step: "b".into(),
+                at: "t".into(),
+                error: "boom \"quoted\"\nnewline".into(),
+            },
+            Record::StepResolved {
+                step: "b".into(),
+                at: "t".into(),
+                resolution: "done".into(),
+                reason: "checked by hand".into(),
+            },
+            Record::RunInterrupted {
+                at: "t".into(),
+                reason: "SIGINT".into(),
+            },
+            Record::RunFinished {
+                at: "t".into(),
+                status: "succeeded".into(),
+            },
+        ]
+    }
+
+    fn raw_journal(records: &[Record]) -> Vec<u8> {
+        records
+            .iter()
+            .flat_map(|r| encode_line(r).unwrap())
+            .collect()
+    }
+
+    fn line_with_bad_crc(record: &Record) -> Vec<u8> {
+        let mut line = encode_line(record).unwrap();
+        line[0] = if line[0] == b'0' { b'1' } else { b'0' };
+        line
+    }
+
+    #[test]
+    fn records_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "r1");
+        let records = all_kinds();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let w = JournalWriter::create(&path).unwrap();
+            for r in &records[..4] {
+                w.append(r).await.unwrap();
+            }
+            w.close().await;
+        });
+        let w = JournalWriter::open_append(&path, None).unwrap();
+        for r in &records[4..] {
+            w.append_blocking(r).unwrap();
+        }
+        drop(w);
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.torn_tail, None);
+        assert_eq!(read.records, records);
+
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), records.len());
+        for line in text.lines() {
+            let (crc, json) = line.split_once(' ').unwrap();
+            assert_eq!(crc.len(), 8);
+            assert!(crc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert_eq!(crc, format!("{:08x}", crc32fast::hash(json.as_bytes())));
+            assert!(json.starts_with("{\"type\":\""), "{json}");
+        }
+    }
+
+    #[test]
+    fn create_refuses_an_existing_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "r1");
+        drop(JournalWriter::create(&path).unwrap());
+        let err = JournalWriter::create(&path).unwrap_err();
+        match err {
+            StateError::Io { source, .. } => {
+                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_ids_are_unique_sortable_and_well_formed() {
+        let ids: Vec<String> = (0..200).map(|_| new_run_id()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} !< {}", pair[0], pair[1]);
+        }
+        let id = &ids[0];
+        let (time, pid) = id.split_once('-').unwrap();
+        assert_eq!(time.len(), "20261121T213800.123Z".len(), "{id}");
+        assert!(chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.3fZ").is_ok());
+        assert_eq!(
+            u32::from_str_radix(pid, 16).unwrap(),
+            std::process::id(),
+            "{id}"
+        );
+    }
+
+    #[test]
+    fn latest_run_picks_the_greatest_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(latest_run(dir.path()).unwrap(), None);
+        let jdir = journal_dir(dir.path());
+        fs::create_dir_all(&jdir).unwrap();
+        assert_eq!(latest_run(dir.path()).unwrap(), None);
+        for id in [
+            "20261121T213800.123Z-10",
+            "20261122T080000.000Z-2",
+            "20261121T235959.999Z-ff",
+        ] {
+            fs::write(journal_path(dir.path(), id), b"").unwrap();
+        }
+        fs::write(jdir.join("zzz.tmp"), b"").unwrap();
+        let (id, path) = latest_run(dir.path()).unwrap().unwrap();
+        assert_eq!(id, "20261122T080000.000Z-2");
+        assert_eq!(path, journal_path(dir.path(), &id));
+    }
+
+    #[test]
+    fn missing_newline_on_last_line_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
+        let third = encode_line(&step_finished("a")).unwrap();
+        bytes.extend_from_slice(&third[..third.len() / 2]);
+        fs::write(&path, &bytes).unwrap();
+
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.records, vec![started("r"), step_started("a", 1)]);
+        assert_eq!(
+            read.torn_tail,
+            Some(TornTail {
+                line: 3,
+                bytes: third.len() / 2
+            })
+        );
+        // A complete-looking line without its newline is torn too.
+        let mut bytes = raw_journal(&[started("r")]);
+        bytes.extend_from_slice(&third[..third.len() - 1]);
+        fs::write(&path, &bytes).unwrap();
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.records.len(), 1);
+        assert_eq!(read.torn_tail.unwrap().bytes, third.len() - 1);
+        // Reading never modifies the file.
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn bad_checksum_on_last_line_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
+        let bad = line_with_bad_crc(&step_finished("a"));
+        bytes.extend_from_slice(&bad);
+        fs::write(&path, &bytes).unwrap();
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.records.len(), 2);
+        assert_eq!(
+            read.torn_tail,
+            Some(TornTail {
+                line: 3,
+                bytes: bad.len()
+            })
+        );
+        // Zero-filled garbage (a size update without the data) is torn as well.
+        let mut bytes = raw_journal(&[started("r")]);
+        bytes.extend_from_slice(&[0u8; 40]);
+        fs::write(&path, &bytes).unwrap();
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.torn_tail, Some(TornTail { line: 2, bytes: 40 }));
+    }
+
+    #[test]
+    fn damaged_middle_line_is_an_error_with_its_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
+        bytes.extend_from_slice(&line_with_bad_crc(&step_finished("a")));
+        bytes.extend_from_slice(&raw_journal(&[step_started("b", 1)]));
+        fs::write(&path, &bytes).unwrap();
+        match read_journal(&path).unwrap_err() {
+            StateError::Damaged {
+                path: p,
+                line,
+                reason,
+            } => {
+                assert_eq!(p, path);
+                assert_eq!(line, 3);
+                assert!(reason.contains("checksum mismatch"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_checksum_with_invalid_record_is_damaged_even_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        // Missing field `attempt`, correct checksum.
+        let json = br#"{"type":"step_started","step":"a","at":"t"}"#;
+        let mut bytes = raw_journal(&[started("r")]);
+        bytes.extend_from_slice(format!("{:08x} ", crc32fast::hash(json)).as_bytes());
+        bytes.extend_from_slice(json);
+        bytes.push(b'\n');
+        fs::write(&path, &bytes).unwrap();
+        match read_journal(&path).unwrap_err() {
+            StateError::Damaged { line, reason, .. } => {
+                assert_eq!(line, 2);
+                assert!(reason.contains("attempt"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_record_must_be_a_supported_run_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        fs::write(&path, raw_journal(&[step_started("a", 1), started("r")])).unwrap();
+        match read_journal(&path).unwrap_err() {
+            StateError::Damaged { line, reason, .. } => {
+                assert_eq!(line, 1);
+                assert!(reason.contains("`step_started`"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let mut future = started("r");
+        if let Record::RunStarted { format_version, .. } = &mut future {
+            *format_version = 2;
+        }
+        fs::write(&path, raw_journal(&[future])).unwrap();
+        match read_journal(&path).unwrap_err() {
+            StateError::UnsupportedVersion {
+                found, supported, ..
+            } => assert_eq!((found, supported), (2, 1)),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        fs::write(&path, raw_journal(&[started("r"), started("r")])).unwrap();
+        assert!(matches!(
+            read_journal(&path).unwrap_err(),
+            StateError::Damaged { line: 2, .. }
+        ));
+
+        fs::write(&path, b"").unwrap();
+        let read = read_journal(&path).unwrap();
+        assert!(read.records.is_empty() && read.torn_tail.is_none());
+    }
+
+    #[test]
+    fn open_append_cuts_the_torn_tail_and_appends_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let good = raw_journal(&[started("r"), step_started("a", 1)]);
+        let mut bytes = good.clone();
+        let third = encode_line(&step_finished("a")).unwrap();
+        bytes.extend_from_slice(&third[..20]);
+        fs::write(&path, &bytes).unwrap();
+
+        let read = read_journal(&path).unwrap();
+        let torn = read.torn_tail.clone().unwrap();
+        // Without the torn tail, appending would corrupt the journal: refused.
+        assert!(matches!(
+            JournalWriter::open_append(&path, None).unwrap_err(),
+            StateError::Damaged { .. }
+        ));
+        // A torn tail that does not fit the file is refused too.
+        let wrong = TornTail {
+            line: 3,
+            bytes: torn.bytes + 3,
+        };
+        assert!(matches!(
+            JournalWriter::open_append(&path, Some(&wrong)).unwrap_err(),
+            StateError::Damaged { .. }
+        ));
+        assert_eq!(fs::read(&path).unwrap(), bytes, "refusals must not modify");
+
+        let w = JournalWriter::open_append(&path, Some(&torn)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), good);
+        let resumed = Record::RunResumed {
+            run_id: "r".into(),
+            who: "bob".into(),
+            host: "h".into(),
+            pid: 9,
+            at: "t".into(),
+        };
+        w.append_blocking(&resumed).unwrap();
+        w.append_blocking(&step_finished("a")).unwrap();
+        drop(w);
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.torn_tail, None);
+        assert_eq!(
+            read.records,
+            vec![
+                started("r"),
+                step_started("a", 1),
+                resumed,
+                step_finished("a")
+            ]
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_are_durable_and_share_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "r");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        let stats = rt.block_on(async {
+            let w = JournalWriter::create(&path).unwrap();
+            w.append(&started("r")).await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..1000 {
+                let w = w.clone();
+                tasks.push(tokio::spawn(async move {
+                    w.append(&step_started(&format!("step.{i}"), 1)).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let stats = w.stats();
+            w.close().await;
+            stats
+        });
+        eprintln!("1001 appends (1000 concurrent): {stats:?}");
+        assert_eq!(stats.records, 1001);
+        assert!(
+            stats.syncs < 1000,
+            "group commit should share fsyncs: {stats:?}"
+        );
+        assert_eq!(stats.syncs, stats.batches);
+
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.torn_tail, None);
+        assert_eq!(read.records.len(), 1001);
+        let steps: BTreeSet<String> = read.records[1..]
+            .iter()
+            .map(|r| match r {
+                Record::StepStarted { step, .. } => step.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(steps.len(), 1000);
+    }
+
+    #[test]
+    fn writer_is_send_sync_and_clone() {
+        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+        assert_traits::<JournalWriter>();
+    }
+
+    #[test]
+    fn io_error_poisons_the_writer() {
+        let dev_full = Path::new("/dev/full");
+        if !dev_full.exists() {
+            return;
+        }
+        let w = JournalWriter::open_append(dev_full, None).unwrap();
+        let first = w.append_blocking(&started("r")).unwrap_err();
+        assert!(matches!(first, StateError::Io { .. }), "{first:?}");
+        assert!(first.to_string().contains("/dev/full"), "{first}");
+        let second = w.append_blocking(&step_started("a", 1)).unwrap_err();
+        assert!(
+            second.to_string().contains("failed earlier"),
+            "later appends must fail: {second}"
+        );
+        assert_eq!(w.stats().records, 0);
+    }
+
+    #[test]
+    fn replay_classifies_steps_by_their_last_word() {
+        let failed = |step: &str, error: &str| Record::StepFailed {
+            step: step.into(),
+            at: "t".into(),
+            error: error.into(),
+        };
+        let resolved = |step: &str, resolution: &str| Record::StepResolved {
+            step: step.into(),
+            at: "t".into(),
+            resolution: resolution.into(),
+            reason: "r".into(),
+        };
+        let records = vec![
+            started("r"),
+            step_started("done", 1),
+            step_finished("done"),
+            step_started("doubt", 1),
+            step_started("fail", 1),
+            failed("fail", "boom"),
+            step_started("retried", 1),
+            failed("retried", "first"),
+            step_started("retried", 2),
+            step_finished("retried"),
+            step_started("rerun", 1),
+            step_finished("rerun"),
+            step_started("rerun", 2),
+            step_started("manual", 1),
+            resolved("manual", "done"),
+            step_started("redo", 3),
+            failed("redo", "x"),
+            resolved("redo", "redo"),
+            Record::RunInterrupted {
+                at: "t".into(),
+                reason: "SIGTERM".into(),
+            },
+            Record::RunResumed {
+                run_id: "r".into(),
+                who: "a".into(),
+                host: "h".into(),
+                pid: 1,
+                at: "t".into(),
+            },
+            Record::RunFinished {
+                at: "t".into(),
+                status: "failed".into(),
+            },
+        ];
+        let r = replay(&records);
+        assert_eq!(r.run_started, Some(started("r")));
+        assert_eq!(
+            r.finished.keys().cloned().collect::<Vec<_>>(),
+            vec!["done", "manual", "retried"]
+        );
+        assert_eq!(
+            r.finished["done"],
+            ("update".into(), json!({"id": "done"}), json!({"ok": true}))
+        );
+        assert_eq!(
+            r.finished["manual"],
+            (
+                "resolved".into(),
+                serde_json::Value::Null,
+                serde_json::Value::Null
+            )
+        );
+        assert_eq!(
+            r.in_doubt.iter().cloned().collect::<Vec<_>>(),
+            vec!["doubt", "rerun"]
+        );
+        assert_eq!(
+            r.failed,
+            BTreeMap::from([("fail".to_string(), "boom".to_string())])
+        );
+        assert_eq!(r.finished_status.as_deref(), Some("failed"));
+        assert_eq!(r.interruptions, 2);
+        assert_eq!(r.attempts["retried"], 2);
+        assert_eq!(r.attempts["redo"], 3);
+        assert_eq!(r.attempts["done"], 1);
+        assert!(!r.attempts.contains_key("never"));
+    }
+
+    const FAULT_CHILD_DIR: &str = "OPSCTL_TEST_FAULT_CHILD_DIR";
+
+    /// Child half of `fault_injection_kills_the_process`; does nothing when run normally.
+    #[test]
+    fn fault_injection_child() {
+        let Some(dir) = std::env::var_os(FAULT_CHILD_DIR) else {
+            return;
+        };
+        let path = journal_path(Path::new(&dir), "crash");
+        let w = JournalWriter::create(&path).unwrap();
+        w.append_blocking(&started("crash")).unwrap();
+        for i in 0..5 {
+            w.append_blocking(&step_started(&format!("s{i}"), 1))
+                .unwrap();
+        }
+    }
+
+    fn run_fault_child(dir: &Path, fault: &str) -> std::process::ExitStatus {
+        let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                &format!("{module}::fault_injection_child"),
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(FAULT_CHILD_DIR, dir)
+            .env(FAULT_ENV, fault)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    #[test]
+    fn fault_injection_kills_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let status = run_fault_child(dir.path(), "3");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let read = read_journal(&journal_path(dir.path(), "crash")).unwrap();
+        assert_eq!(read.records.len(), 2);
+        assert_eq!(read.torn_tail, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let status = run_fault_child(dir.path(), "4:torn");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let read = read_journal(&journal_path(dir.path(), "crash")).unwrap();
+        assert_eq!(read.records.len(), 3);
+        let line4 = encode_line(&step_started("s2", 1)).unwrap();
+        assert_eq!(
+            read.torn_tail,
+            Some(TornTail {
+                line: 4,
+                bytes: line4.len() / 2
+            })
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let status = run_fault_child(dir.path(), "3:sideways");
+        assert!(!status.success() && status.signal().is_none(), "{status:?}");
+    }
+}
