@@ -903,6 +903,13 @@ pub async fn plan(
                 continue;
             }
         }
+        if inst.change.action == Action::NoOp && !finished {
+            if let Some(Some(observed)) = &state {
+                if let Some(o) = st.outputs_from_state(plan_inputs, observed) {
+                    inst.planned_outputs = o;
+                }
+            }
+        }
         inst.before = state.clone().flatten();
         if let Some(next) = st.predict(plan_inputs, current) {
             predicted.insert(inst.target.clone(), Some(next));
@@ -911,39 +918,41 @@ pub async fn plan(
         }
     }
 
-    // Outputs as known now.
-    let scope = PlanScope {
-        vars: &variables,
-        locals: &locals,
-        blocks: &blocks,
-        count: None,
-        each: None,
+    if diags.has_errors() {
+        diags.attach_sources(&config.sources);
+        return Err(diags.into());
+    }
+    drop(blocks);
+    let mut plan = Plan {
+        config,
+        graph: cgraph,
+        variables,
+        instances,
+        locals,
+        data,
+        provider_args,
+        outputs: Vec::new(),
+        warnings: Diagnostics::default(),
     };
+    // Outputs as known now: planned outputs, or observed ones for steps with nothing to do.
+    let known: HashMap<String, Json> = plan
+        .instances
+        .iter()
+        .map(|i| (i.address.clone(), i.planned_outputs.clone()))
+        .collect();
     let mut outputs = Vec::new();
-    for o in &config.outputs {
-        match evaluate(&o.value, &scope) {
+    for o in &plan.config.outputs {
+        match plan.evaluate_with_outputs(&o.value, &known) {
             Ok(v) => outputs.push((o.name.clone(), v, o.sensitive)),
             Err(d) => diags.push(d),
         }
     }
     if diags.has_errors() {
-        diags.attach_sources(&config.sources);
+        diags.attach_sources(&plan.config.sources);
         return Err(diags.into());
     }
-    Ok((
-        Plan {
-            config,
-            graph: cgraph,
-            variables,
-            instances,
-            locals,
-            data,
-            provider_args,
-            outputs,
-            warnings: Diagnostics::default(),
-        },
-        providers,
-    ))
+    plan.outputs = outputs;
+    Ok((plan, providers))
 }
 
 /// The instance dependency graph: node `i` is `instances[i]`, edges from dependency to

@@ -306,6 +306,12 @@ pub trait StepType: Send + Sync {
         let _ = inputs;
         Json::Object(Default::default())
     }
+    /// Outputs of a step that has nothing to do, taken from the observed state of its target
+    /// (e.g. the ARN of a snapshot that already exists). None keeps the planned outputs.
+    fn outputs_from_state(&self, inputs: &Inputs, state: &Json) -> Option<Json> {
+        let _ = (inputs, state);
+        None
+    }
     /// Performs the change through the real API and waits until it has converged.
     /// Returns the step's outputs.
     ///

@@ -244,6 +244,15 @@ impl StepType for NodegroupScaling {
             "status": UNKNOWN,
         })
     }
+    fn outputs_from_state(&self, _inputs: &Inputs, state: &Json) -> Option<Json> {
+        Some(json!({
+            "cluster": state.get("cluster"),
+            "nodegroup": state.get("nodegroup"),
+            "update_id": Json::Null,
+            "status": state.get("status"),
+            "scaling_config": state.get("scaling_config"),
+        }))
+    }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let cluster = arg_str(inputs, "cluster").unwrap_or_default().to_string();
         let nodegroup = arg_str(inputs, "nodegroup").unwrap_or_default().to_string();

@@ -168,6 +168,9 @@ impl StepType for Snapshot {
             "snapshot_create_time": UNKNOWN,
         })
     }
+    fn outputs_from_state(&self, _inputs: &Inputs, state: &Json) -> Option<Json> {
+        Some(state.clone())
+    }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let id = arg_str(inputs, "identifier")
             .unwrap_or_default()
