@@ -135,6 +135,9 @@ fn in_doubt_message(steps: &[String]) -> String {
     )
 }
 
+/// Asks the operator what to do with an in-doubt step; None means stop.
+pub type AskInDoubt = dyn Fn(&str) -> Option<InDoubtChoice> + Sync;
+
 /// What resume does with each in-doubt step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InDoubtResolution {
@@ -159,7 +162,7 @@ pub async fn resolve_in_doubt(
     registry: &Registry,
     replay: &Replay,
     choice: Option<InDoubtChoice>,
-    ask: Option<&(dyn Fn(&str) -> Option<InDoubtChoice> + Sync)>,
+    ask: Option<&AskInDoubt>,
 ) -> Result<Vec<InDoubtResolution>, ApplyError> {
     let mut out = Vec::new();
     let mut undecided = Vec::new();
@@ -482,7 +485,7 @@ pub async fn execute(
                 status: "failed".into(),
             })
             .await?;
-    } else if remaining > 0 || cancel.stopping() && remaining > 0 {
+    } else if remaining > 0 {
         outcome.status = RunStatus::Interrupted;
         journal
             .append(&Record::RunInterrupted {

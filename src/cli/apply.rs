@@ -182,7 +182,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 InDoubtArg::Rerun => InDoubtChoice::Rerun,
                 InDoubtArg::Done => InDoubtChoice::Done,
             });
-            let ask: &(dyn Fn(&str) -> Option<InDoubtChoice> + Sync) = &ask_in_doubt;
+            let ask: &apply::AskInDoubt = &ask_in_doubt;
             apply::resolve_in_doubt(&p, &providers, &loaded.registry, r, choice, Some(ask))
                 .await
                 .map_err(|e| e.to_string())?

@@ -41,7 +41,7 @@ pub struct Diagnostic {
     /// Where it happened, if known.
     pub span: Option<Span>,
     /// Resolved position (set by [`Diagnostics::attach_sources`]).
-    pub located: Option<Located>,
+    pub located: Option<Box<Located>>,
     /// Further lines (`= note: ...`).
     pub notes: Vec<String>,
 }
@@ -95,13 +95,13 @@ impl Diagnostic {
         } else {
             source_line.chars().count().saturating_sub(col - 1).max(1)
         };
-        self.located = Some(Located {
+        self.located = Some(Box::new(Located {
             location: format!("{}:{}:{}", file.display, line, col),
             line,
             col,
             source_line,
             width: width.max(1),
-        });
+        }));
     }
 }
 

@@ -216,7 +216,7 @@ fn literal(expr: &hcl::Expression) -> Option<Value> {
     Some(match expr {
         E::Null => Value::Null,
         E::Bool(b) => Value::Bool(*b),
-        E::Number(n) => Value::Number(n.clone()),
+        E::Number(n) => Value::Number(*n),
         E::String(s) => Value::String(s.clone()),
         E::Array(items) => Value::Array(items.iter().map(literal).collect::<Option<Vec<_>>>()?),
         _ => return None,

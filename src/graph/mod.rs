@@ -211,7 +211,6 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
             resolve(output_nodes[i], r, false, false, &mut diags);
         }
     }
-    drop(resolve);
     for (from, p) in provider_edges {
         direct.entry(from).or_default().push((p, None));
     }
@@ -239,7 +238,7 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
             .iter()
             .map(|&n| node_name_span(config, graph[n]))
             .collect();
-        members.sort_by(|a, b| (a.1.file, a.1.range.start).cmp(&(b.1.file, b.1.range.start)));
+        members.sort_by_key(|a| (a.1.file, a.1.range.start));
         let names: Vec<String> = members.iter().map(|(n, _)| format!("`{n}`")).collect();
         let mut d = Diagnostic::error(format!("dependency cycle between {}", names.join(", ")))
             .with_span(members[0].1.clone());
@@ -496,4 +495,78 @@ pub fn unordered_writers<N, E>(
     }
     let _ = Direction::Incoming;
     diags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_sources, SourceFile};
+
+    fn build_src(text: &str) -> Result<(Config, ConfigGraph), Diagnostics> {
+        let config = load_sources(vec![SourceFile::new("main.hcl", text)])?;
+        let registry = Registry::standard();
+        let g = build(&config, &registry)?;
+        Ok((config, g))
+    }
+
+    #[test]
+    fn order_puts_dependencies_first_through_locals() {
+        let (config, g) = build_src(
+            r#"
+step "noop" "c" { result = local.x }
+locals { x = step.noop.a.result }
+step "noop" "a" {}
+step "noop" "b" { depends_on = [step.noop.c] }
+"#,
+        )
+        .unwrap();
+        let pos = |name: &str| {
+            let bi = config.blocks.iter().position(|b| b.name == name).unwrap();
+            g.order.iter().position(|n| *n == Node::Block(bi)).unwrap()
+        };
+        assert!(pos("a") < pos("c"));
+        assert!(pos("c") < pos("b"));
+        // `c` depends on `a` through the local, not on the local itself.
+        let c = config.blocks.iter().position(|b| b.name == "c").unwrap();
+        let a = config.blocks.iter().position(|b| b.name == "a").unwrap();
+        assert_eq!(
+            g.block_deps[c],
+            vec![BlockDep {
+                block: a,
+                index: None
+            }]
+        );
+    }
+
+    #[test]
+    fn cycle_names_every_member_with_locations() {
+        let err = build_src(
+            "step \"noop\" \"a\" { depends_on = [step.noop.c] }\nstep \"noop\" \"b\" { depends_on = [step.noop.a] }\nstep \"noop\" \"c\" { result = step.noop.b.result }\nstep \"noop\" \"d\" {}\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("dependency cycle between `step.noop.a`, `step.noop.b`, `step.noop.c`"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:1:1"), "{text}");
+        assert!(
+            text.contains("`step.noop.c` is declared at main.hcl:3:1"),
+            "{text}"
+        );
+        assert!(!text.contains("step.noop.d"), "{text}");
+    }
+
+    #[test]
+    fn literal_argument_types_and_unknown_arguments_are_checked() {
+        let err = build_src("step \"exec\" \"x\" {\n  command = 42\n  bogus = 1\n}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("wrong type for argument `command`: expected a string or a list of strings, got a number"), "{text}");
+        assert!(text.contains("--> main.hcl:2:13"), "{text}");
+        assert!(
+            text.contains("unknown argument `bogus` for step type `exec`"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:3:3"), "{text}");
+    }
 }

@@ -406,10 +406,13 @@ fn eval_meta_timeout(attr: &Option<Attr>, scope: &dyn Scope) -> Result<Duration,
 }
 
 /// Expansion of one block: instance keys with their `count.index` / `each`.
+/// One instance of an expanded block: its key, `count.index` and `each`.
+type Expansion = (Option<IndexKey>, Option<u64>, Option<(Value, Value)>);
+
 fn expand(
     block: &crate::config::BlockDef,
     scope: &dyn Scope,
-) -> Result<Vec<(Option<IndexKey>, Option<u64>, Option<(Value, Value)>)>, Diagnostic> {
+) -> Result<Vec<Expansion>, Diagnostic> {
     if let Some(c) = &block.count {
         let v = evaluate(c, scope)?;
         let n = match &v {
