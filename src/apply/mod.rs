@@ -415,19 +415,28 @@ pub async fn execute(
         if running == 0 {
             break;
         }
+        if cancel.aborting() {
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+            outcome.status = RunStatus::Interrupted;
+            reporter.notice(
+                "aborted: running steps were abandoned and are in doubt; `opsctl apply --resume` re-checks them",
+            );
+            journal
+                .append(&Record::RunInterrupted {
+                    at: now_rfc3339(),
+                    reason: "aborted by a second interrupt".into(),
+                })
+                .await?;
+            outcome.not_started = remaining;
+            return Ok(outcome);
+        }
         let joined = tokio::select! {
             j = set.join_next() => j,
             _ = cancel.notify.notified() => {
-                if cancel.aborting() {
-                    set.abort_all();
-                    while set.join_next().await.is_some() {}
-                    outcome.status = RunStatus::Interrupted;
-                    reporter.notice("aborted: running steps were abandoned and are in doubt; `opsctl apply --resume` re-checks them");
-                    journal.append(&Record::RunInterrupted { at: now_rfc3339(), reason: "aborted by a second interrupt".into() }).await?;
-                    outcome.not_started = remaining;
-                    return Ok(outcome);
+                if !cancel.aborting() {
+                    reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to abandon them)");
                 }
-                reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to abandon them)");
                 continue;
             }
         };
