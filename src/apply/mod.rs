@@ -192,7 +192,7 @@ pub async fn resolve_in_doubt(
             InDoubt::NotDone => out.push(InDoubtResolution {
                 step: step.clone(),
                 done: false,
-                reason: if st.idempotent(&inst.inputs) && !st.reads() {
+                reason: if st.idempotent(&inst.inputs) && !has_guard(&inst.inputs) {
                     "declared idempotent: applying again".into()
                 } else {
                     "re-read: its effect is not there; applying again".into()
@@ -220,6 +220,11 @@ pub async fn resolve_in_doubt(
         return Err(ApplyError::InDoubt(undecided));
     }
     Ok(out)
+}
+
+/// Whether an `exec`-style step has a guard that re-checks its effect.
+fn has_guard(inputs: &crate::provider::Inputs) -> bool {
+    inputs.contains_key("creates") || inputs.contains_key("unless")
 }
 
 /// Outputs for a step marked done without being applied now: what the plan knew, with values
@@ -355,6 +360,7 @@ pub async fn execute(
     let mut set: tokio::task::JoinSet<(usize, StepResult)> = tokio::task::JoinSet::new();
     let mut running = 0usize;
     let mut halted = false;
+    let mut reevaluated: HashMap<usize, crate::provider::Inputs> = HashMap::new();
     let attempts = |step: &str| {
         replay
             .and_then(|r| r.attempts.get(step).copied())
@@ -370,7 +376,11 @@ pub async fn execute(
                     Ok(v) => v,
                     Err(mut d) => {
                         d.locate(&plan.config.sources);
-                        let msg = d.to_string().trim_end().to_string();
+                        let rendered = d.to_string();
+                        let msg = rendered
+                            .trim_end()
+                            .trim_start_matches("error: ")
+                            .to_string();
                         journal
                             .append(&Record::StepFailed {
                                 step: inst.address.clone(),
@@ -388,6 +398,9 @@ pub async fn execute(
             } else {
                 inst.inputs.clone()
             };
+            if inputs != inst.inputs {
+                reevaluated.insert(i, inputs.clone());
+            }
             let task = Task {
                 idx: i,
                 inputs,
@@ -463,6 +476,15 @@ pub async fn execute(
                     *outcome.applied.entry(action).or_default() += 1;
                 }
                 reporter.step_finished(&plan.instances[i].address, action, elapsed);
+                // Later steps see the arguments the step actually ran with, overlaid by its
+                // outputs.
+                let outputs = match (reevaluated.remove(&i), outputs) {
+                    (Some(mut inputs), Json::Object(o)) => {
+                        inputs.extend(o);
+                        Json::Object(inputs)
+                    }
+                    (_, o) => o,
+                };
                 outcome
                     .outputs
                     .insert(plan.instances[i].address.clone(), outputs);

@@ -17,6 +17,21 @@ const RANGE_LIMIT: usize = 1024;
 
 /// Declares every supported Terraform built-in function on `ctx`.
 pub fn declare_all(ctx: &mut Context<'_>) {
+    for (name, def) in definitions() {
+        ctx.declare_func(name, def);
+    }
+}
+
+/// Whether `name` is a supported function (validation checks calls before evaluation).
+pub fn is_known(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| definitions().into_iter().map(|(n, _)| n).collect())
+        .contains(&name)
+}
+
+/// Every supported function: its name and definition.
+pub fn definitions() -> Vec<(&'static str, FuncDef)> {
     use ParamType::{Any, Number as Num, String as Str};
 
     fn fixed<const N: usize>(params: [ParamType; N], func: Func) -> FuncDef {
@@ -112,9 +127,7 @@ pub fn declare_all(ctx: &mut Context<'_>) {
         ("formatdate", fixed([Str, Str], formatdate)),
         ("timeadd", fixed([Str, Str], timeadd)),
     ];
-    for (name, def) in defs {
-        ctx.declare_func(name, def);
-    }
+    defs.into_iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -111,8 +111,10 @@ pub struct Attr {
     pub key_span: Span,
     /// Every reference the expression makes (`var.x`, `step.t.n`, ...).
     pub refs: Vec<Reference>,
-    /// Names of functions the expression calls.
+    /// Whether the expression calls any function.
     pub uses_functions: bool,
+    /// Functions the expression calls: name and span.
+    pub functions: Vec<(String, Span)>,
 }
 
 /// What kind of top-level block a [`BlockDef`] is.
@@ -393,14 +395,15 @@ fn label_span(label: &hcl_edit::structure::BlockLabel) -> Option<Range<usize>> {
 }
 
 fn make_attr(file: usize, attr: &hcl_edit::structure::Attribute) -> Attr {
-    let (refs, uses_functions) = refs::collect(file, &attr.value);
+    let (refs, functions) = refs::collect(file, &attr.value);
     Attr {
+        uses_functions: !functions.is_empty(),
+        functions,
         name: attr.key.as_str().to_string(),
         expr: hcl::Expression::from(attr.value.clone()),
         span: span_of(file, attr.value.span()),
         key_span: span_of(file, attr.key.span()),
         refs,
-        uses_functions,
     }
 }
 

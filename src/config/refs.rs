@@ -73,7 +73,7 @@ struct Collector {
     file: usize,
     bound: Vec<String>,
     refs: Vec<Reference>,
-    functions: bool,
+    functions: Vec<(String, Span)>,
 }
 
 impl Collector {
@@ -176,18 +176,25 @@ impl Visit for Collector {
     }
 
     fn visit_func_call(&mut self, node: &hcl_edit::expr::FuncCall) {
-        self.functions = true;
+        let name = node.name.name.as_str().to_string();
+        self.functions.push((
+            name,
+            Span {
+                file: self.file,
+                range: node.name.name.span().unwrap_or(0..0),
+            },
+        ));
         visit::visit_func_call(self, node);
     }
 }
 
-/// Every reference in `expr`, and whether it calls any function.
-pub fn collect(file: usize, expr: &Expression) -> (Vec<Reference>, bool) {
+/// Every reference in `expr`, and every function it calls (name and span).
+pub fn collect(file: usize, expr: &Expression) -> (Vec<Reference>, Vec<(String, Span)>) {
     let mut c = Collector {
         file,
         bound: Vec::new(),
         refs: Vec::new(),
-        functions: false,
+        functions: Vec::new(),
     };
     c.visit_expr(expr);
     (c.refs, c.functions)

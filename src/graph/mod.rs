@@ -101,7 +101,14 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
                        diags: &mut Diagnostics| {
         let target = match r.root {
             RefRoot::Var => {
-                if r.parts.len() < 2 || !vars.contains(r.parts[1].as_str()) {
+                if r.parts.len() < 2 {
+                    diags.push(
+                        Diagnostic::error(
+                            "`var` must be followed by a variable name, as in `var.NAME`",
+                        )
+                        .with_span(r.span.clone()),
+                    );
+                } else if !vars.contains(r.parts[1].as_str()) {
                     diags.push(
                         Diagnostic::error(format!(
                             "unknown reference `{}`: no variable `{}` is declared",
@@ -211,6 +218,7 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
             resolve(output_nodes[i], r, false, false, &mut diags);
         }
     }
+    check_functions(config, &mut diags);
     for (from, p) in provider_edges {
         direct.entry(from).or_default().push((p, None));
     }
@@ -220,7 +228,11 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
     }
 
     let mut edge_set = HashSet::new();
-    for (&to, deps) in &direct {
+    // Insert edges in a fixed order so that the topological order (and the plan) is the same
+    // on every run.
+    let mut direct_sorted: Vec<_> = direct.iter().collect();
+    direct_sorted.sort_by_key(|(to, _)| to.index());
+    for (&to, deps) in direct_sorted {
         for (from, _) in deps {
             if edge_set.insert((*from, to)) {
                 graph.add_edge(*from, to, ());
@@ -294,6 +306,38 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
         block_deps,
         block_provider,
     })
+}
+
+/// Every function call must name a known function (checked here, because an expression whose
+/// arguments are known only after apply is not evaluated until then).
+fn check_functions(config: &Config, diags: &mut Diagnostics) {
+    let attrs = config
+        .locals
+        .iter()
+        .map(|l| &l.attr)
+        .chain(config.providers.iter().flat_map(|p| p.args.iter()))
+        .chain(config.blocks.iter().flat_map(|b| {
+            b.args
+                .iter()
+                .chain(b.count.iter())
+                .chain(b.for_each.iter())
+                .chain(b.timeout.iter())
+        }))
+        .chain(config.outputs.iter().map(|o| &o.value))
+        .chain(config.variables.iter().flat_map(|v| {
+            v.default
+                .iter()
+                .chain(v.validations.iter().flat_map(|(c, m)| [c, m]))
+        }));
+    for attr in attrs {
+        for (name, span) in &attr.functions {
+            if !crate::config::functions::is_known(name) {
+                diags.push(
+                    Diagnostic::error(format!("unknown function `{name}`")).with_span(span.clone()),
+                );
+            }
+        }
+    }
 }
 
 fn node_name_span(config: &Config, node: Node) -> (String, Span) {
@@ -474,7 +518,8 @@ pub fn unordered_writers<N, E>(
         .filter(|(_, ws)| ws.len() > 1)
         .collect();
     groups.sort_by_key(|(t, _)| *t);
-    for (target, ws) in groups {
+    for (target, mut ws) in groups {
+        ws.sort_by_key(|w| (w.span.file, w.span.range.start));
         for (i, a) in ws.iter().enumerate() {
             for b in &ws[i + 1..] {
                 let ordered = has_path_connecting(graph, a.node, b.node, Some(&mut space))

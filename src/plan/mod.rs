@@ -389,11 +389,16 @@ fn diag_at(msg: String, span: &crate::config::Span) -> Diagnostic {
     Diagnostic::error(msg).with_span(span.clone())
 }
 
-fn eval_meta_timeout(attr: &Option<Attr>, scope: &dyn Scope) -> Result<Duration, Diagnostic> {
+fn eval_meta_timeout(
+    attr: &Option<Attr>,
+    scope: &dyn Scope,
+    lenient: bool,
+) -> Result<Duration, Diagnostic> {
     let Some(a) = attr else {
         return Ok(DEFAULT_TIMEOUT);
     };
     match evaluate(a, scope)? {
+        v if lenient && is_unknown(&v) => Ok(DEFAULT_TIMEOUT),
         Value::String(s) if !s.contains(eval::UNKNOWN) => {
             parse_duration(&s).map_err(|e| diag_at(e, &a.span))
         }
@@ -409,12 +414,18 @@ fn eval_meta_timeout(attr: &Option<Attr>, scope: &dyn Scope) -> Result<Duration,
 /// One instance of an expanded block: its key, `count.index` and `each`.
 type Expansion = (Option<IndexKey>, Option<u64>, Option<(Value, Value)>);
 
+/// With `lenient` (validate, where variables may be unknown) an unknown `count` or `for_each`
+/// expands to one placeholder instance instead of an error.
 fn expand(
     block: &crate::config::BlockDef,
     scope: &dyn Scope,
+    lenient: bool,
 ) -> Result<Vec<Expansion>, Diagnostic> {
     if let Some(c) = &block.count {
         let v = evaluate(c, scope)?;
+        if lenient && is_unknown(&v) {
+            return Ok(vec![(Some(IndexKey::Int(0)), Some(0), None)]);
+        }
         let n = match &v {
             Value::Number(n) => n.as_u64(),
             _ => None,
@@ -432,6 +443,13 @@ fn expand(
     }
     if let Some(f) = &block.for_each {
         let v = evaluate(f, scope)?;
+        if lenient && is_unknown(&v) {
+            return Ok(vec![(
+                Some(IndexKey::Str("(known after apply)".into())),
+                None,
+                Some((eval::unknown(), eval::unknown())),
+            )]);
+        }
         if is_unknown(&v) {
             return Err(diag_at("`for_each` depends on a value known only after apply; it must be known at plan time".into(), &f.span));
         }
@@ -567,6 +585,7 @@ pub async fn plan(
                         continue;
                     }
                     match evaluate(a, &scope) {
+                        Ok(v) if is_unknown(&v) && !opts.read => {}
                         Ok(v) if is_unknown(&v) => diags.push(diag_at(
                             format!("provider argument `{}` must be known at plan time", a.name),
                             &a.span,
@@ -595,7 +614,7 @@ pub async fn plan(
                     count: None,
                     each: None,
                 };
-                let expansion = match expand(block, &scope) {
+                let expansion = match expand(block, &scope, !opts.read) {
                     Ok(e) => e,
                     Err(d) => {
                         diags.push(d);
@@ -700,13 +719,14 @@ pub async fn plan(
                         }
                         BlockKind::Step => {
                             let st = registry.step(&block.type_name).expect("validated type");
-                            let timeout = match eval_meta_timeout(&block.timeout, &scope) {
-                                Ok(t) => t,
-                                Err(d) => {
-                                    diags.push(d);
-                                    DEFAULT_TIMEOUT
-                                }
-                            };
+                            let timeout =
+                                match eval_meta_timeout(&block.timeout, &scope, !opts.read) {
+                                    Ok(t) => t,
+                                    Err(d) => {
+                                        diags.push(d);
+                                        DEFAULT_TIMEOUT
+                                    }
+                                };
                             let env = TargetEnv {
                                 address: address.clone(),
                                 provider_args: provider_key

@@ -120,13 +120,9 @@ fn resolve_with(
                 let parsed = if var.ty.is_string() {
                     Ok(Value::String(text.clone()))
                 } else {
-                    parse_hcl_value(&text).or_else(|e| {
-                        if matches!(var.ty, crate::config::types::TypeConstraint::Any) {
-                            Ok(Value::String(text.clone()))
-                        } else {
-                            Err(e)
-                        }
-                    })
+                    // Not valid HCL: take it as a string, so that the type conversion says what
+                    // was expected (`expected a number, got `abc``).
+                    Ok(parse_hcl_value(&text).unwrap_or_else(|_| Value::String(text.clone())))
                 };
                 parsed.and_then(|v| var.ty.convert(v)).map_err(|e| {
                     format!("invalid value for variable `{}` from {from}: {e}", var.name)

@@ -327,7 +327,11 @@ pub trait StepType: Send + Sync {
     /// The server's answer when the check fails.
     async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
         if !self.reads() {
-            return Ok(InDoubt::CannotTell);
+            return Ok(if self.idempotent(inputs) {
+                InDoubt::NotDone
+            } else {
+                InDoubt::CannotTell
+            });
         }
         let state = self.read(ctx, inputs).await?;
         let current = match &state {

@@ -1,0 +1,691 @@
+//! Configuration errors, bad input and the language, through the real `opsctl` binary.
+//!
+//! Every test here uses only `noop` and `exec` steps, so nothing talks to an API and no
+//! server is needed. Errors are checked for their message *and* their `main.hcl:LINE:COL`;
+//! a few full renderings are pinned with insta snapshots.
+
+mod support;
+
+use support::{opsctl, run, Output, Workdir};
+
+/// Runs `opsctl ARGS` in a workdir holding `main.hcl` = `hcl`.
+fn opsctl_with(hcl: &str, args: &[&str]) -> (Workdir, Output) {
+    let work = Workdir::new();
+    work.write("main.hcl", hcl);
+    let out = run(opsctl(&work, None).args(args));
+    (work, out)
+}
+
+/// Asserts that stdout contains `text`.
+fn out_has(out: &Output, text: &str) {
+    assert!(
+        out.stdout.contains(text),
+        "missing {text:?} in stdout\n{out}"
+    );
+}
+
+/// Asserts that stderr contains `text`.
+fn err_has(out: &Output, text: &str) {
+    assert!(
+        out.stderr.contains(text),
+        "missing {text:?} in stderr\n{out}"
+    );
+}
+
+/// Asserts a clean failure: exit 1 and no panic.
+fn assert_fails(out: &Output) {
+    out.expect_code(1);
+    assert!(!out.stderr.contains("panicked"), "opsctl panicked:\n{out}");
+}
+
+/// Asserts a failure whose stderr reports `message` at `location` (`main.hcl:L:C`).
+fn assert_error_at(out: &Output, message: &str, location: &str) {
+    assert_fails(out);
+    assert!(
+        out.stderr.contains(&format!("error: {message}")),
+        "expected `error: {message}` in stderr\n{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!("--> {location}\n")),
+        "expected `--> {location}` in stderr\n{out}"
+    );
+}
+
+/// `opsctl validate` of `hcl` must fail with `message` at `location`.
+fn validate_error(hcl: &str, message: &str, location: &str) -> Output {
+    let (_work, out) = opsctl_with(hcl, &["validate"]);
+    assert_error_at(&out, message, location);
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation errors, each with its exact position.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_step_reference_in_depends_on() {
+    let out = validate_error(
+        "step \"noop\" \"a\" {\n  target     = \"x\"\n  depends_on = [step.noop.missing]\n}\n",
+        "unknown reference `step.noop.missing`: no step `step.noop.missing` is declared",
+        "main.hcl:3:17",
+    );
+    // The source line and a caret under the whole reference.
+    err_has(&out, "3 |   depends_on = [step.noop.missing]\n");
+    err_has(&out, &format!("  |{}{}\n", " ".repeat(17), "^".repeat(17)));
+}
+
+#[test]
+fn unknown_variable_reference() {
+    validate_error(
+        "step \"noop\" \"a\" {\n  result = var.nope\n}\n",
+        "unknown reference `var.nope`: no variable `nope` is declared",
+        "main.hcl:2:12",
+    );
+}
+
+#[test]
+fn unknown_local_reference() {
+    validate_error(
+        "locals {\n  a = 1\n}\nstep \"noop\" \"a\" {\n  result = \"${local.a}-${local.nope}\"\n}\n",
+        "unknown reference `local.nope`: no local value `local.nope` is declared",
+        "main.hcl:5:26",
+    );
+}
+
+#[test]
+fn unknown_data_reference() {
+    validate_error(
+        "step \"noop\" \"a\" {\n  result = data.eks_nodegroup.gone.scaling\n}\n",
+        "unknown reference `data.eks_nodegroup.gone.scaling`: no data source `data.eks_nodegroup.gone` is declared",
+        "main.hcl:2:12",
+    );
+}
+
+#[test]
+fn dependency_cycle_names_every_member() {
+    let hcl = r#"step "noop" "a" { depends_on = [step.noop.c] }
+step "noop" "b" { depends_on = [step.noop.a] }
+step "noop" "c" { result = step.noop.b.result }
+"#;
+    let out = validate_error(
+        hcl,
+        "dependency cycle between `step.noop.a`, `step.noop.b`, `step.noop.c`",
+        "main.hcl:1:1",
+    );
+    for note in [
+        "= note: `step.noop.a` is declared at main.hcl:1:1",
+        "= note: `step.noop.b` is declared at main.hcl:2:1",
+        "= note: `step.noop.c` is declared at main.hcl:3:1",
+    ] {
+        err_has(&out, note);
+    }
+    insta::assert_snapshot!("dependency_cycle", out.stderr);
+}
+
+#[test]
+fn self_dependency_and_cycle_through_a_local() {
+    validate_error(
+        "step \"noop\" \"a\" {\n  depends_on = [step.noop.a]\n}\n",
+        "dependency cycle between `step.noop.a`",
+        "main.hcl:1:1",
+    );
+    let out = validate_error(
+        "locals {\n  x = step.noop.a.result\n}\nstep \"noop\" \"a\" {\n  result = local.x\n}\n",
+        "dependency cycle between `local.x`, `step.noop.a`",
+        "main.hcl:2:3",
+    );
+    err_has(&out, "`step.noop.a` is declared at main.hcl:4:1");
+}
+
+#[test]
+fn duplicate_address() {
+    let out = validate_error(
+        "step \"noop\" \"a\" {}\n\nstep \"noop\" \"a\" {\n  result = 1\n}\n",
+        "duplicate address `step.noop.a`",
+        "main.hcl:3:1",
+    );
+    insta::assert_snapshot!("duplicate_address", out.stderr);
+}
+
+#[test]
+fn duplicate_across_files_points_at_both() {
+    let work = Workdir::new();
+    work.write("a.hcl", "step \"noop\" \"x\" {}\n");
+    work.write("b.hcl", "\n\nstep \"noop\" \"x\" {}\n");
+    let out = run(opsctl(&work, None).arg("validate"));
+    assert_error_at(&out, "duplicate address `step.noop.x`", "b.hcl:3:1");
+    err_has(&out, "= note: first defined at a.hcl:1:1");
+}
+
+const UNORDERED: &str = r#"step "noop" "a" { target = "db/main" }
+step "exec" "b" {
+  command = "true"
+  target  = "db/main"
+}
+"#;
+
+#[test]
+fn unordered_writers_name_both_steps_and_the_object() {
+    for cmd in ["validate", "plan"] {
+        let (_work, out) = opsctl_with(UNORDERED, &[cmd]);
+        assert_fails(&out);
+        // Both steps, in either order, then the object.
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("`step.noop.a`") && first.contains("`step.exec.b`"),
+            "{out}"
+        );
+        err_has(&out, "both act on `db/main` but neither depends on the other; add `depends_on` to order them");
+        err_has(&out, "`step.noop.a` is declared at main.hcl:1:1");
+        err_has(&out, "`step.exec.b` is declared at main.hcl:2:1");
+    }
+}
+
+#[test]
+fn unordered_writers_between_counted_instances() {
+    let hcl = "step \"noop\" \"a\" {\n  count  = 2\n  target = \"t${count.index}\"\n}\n\
+               step \"noop\" \"b\" {\n  target     = \"t1\"\n  depends_on = [step.noop.a[0]]\n}\n";
+    let out = validate_error(
+        hcl,
+        "`step.noop.a[1]` and `step.noop.b` both act on `t1`",
+        "main.hcl:5:1",
+    );
+    assert!(!out.stderr.contains("step.noop.a[0]`"), "{out}");
+}
+
+#[test]
+fn writers_ordered_through_a_local_and_a_step_are_valid() {
+    let hcl = r#"step "noop" "a" { target = "x" }
+locals { l = step.noop.a.result }
+step "noop" "m" { result = local.l }
+step "noop" "b" {
+  target     = "x"
+  depends_on = [step.noop.m]
+}
+"#;
+    let (_work, out) = opsctl_with(hcl, &["validate"]);
+    out.expect_success();
+    out_has(&out, "The configuration is valid: 3 step(s)");
+}
+
+#[test]
+fn unknown_step_type() {
+    validate_error(
+        "step \"noop\" \"ok\" {}\nstep \"foo\" \"a\" {}\n",
+        "unknown step type `foo`; known step types: eks_nodegroup_scaling, exec, noop, rds_snapshot",
+        "main.hcl:2:6",
+    );
+}
+
+#[test]
+fn unknown_argument() {
+    validate_error(
+        "step \"exec\" \"a\" {\n  command = \"true\"\n    bogus = 1\n}\n",
+        "unknown argument `bogus` for step type `exec`; expected one of: command, environment, \
+         working_dir, creates, unless, idempotent, target",
+        "main.hcl:3:5",
+    );
+}
+
+#[test]
+fn wrong_literal_type_at_validate() {
+    validate_error(
+        "step \"exec\" \"a\" {\n  command = 42\n}\n",
+        "wrong type for argument `command`: expected a string or a list of strings, got a number",
+        "main.hcl:2:13",
+    );
+    validate_error(
+        "step \"exec\" \"a\" {\n  command    = \"true\"\n  idempotent = \"yes\"\n}\n",
+        "wrong type for argument `idempotent`: expected a bool, got a string",
+        "main.hcl:3:16",
+    );
+}
+
+#[test]
+fn wrong_evaluated_type_at_plan() {
+    let hcl = "locals {\n  n = 5\n}\nstep \"exec\" \"a\" {\n  command = local.n\n}\n";
+    for cmd in ["validate", "plan"] {
+        let (_work, out) = opsctl_with(hcl, &[cmd]);
+        assert_error_at(
+            &out,
+            "wrong type for argument `command` of `step.exec.a`: expected a string or a list of strings, got a number",
+            "main.hcl:5:13",
+        );
+    }
+}
+
+#[test]
+fn missing_required_argument() {
+    validate_error(
+        "\nstep \"exec\" \"restart\" {\n  idempotent = true\n}\n",
+        "missing required argument `command` in `step.exec.restart`",
+        "main.hcl:2:1",
+    );
+}
+
+#[test]
+fn syntax_error() {
+    let out = validate_error(
+        "step \"noop\" \"a\" {\n  result = \"x\" ++ 1\n}\n",
+        "syntax error: ",
+        "main.hcl:2:17",
+    );
+    err_has(&out, "2 |   result = \"x\" ++ 1\n");
+}
+
+#[test]
+fn count_index_and_each_outside_their_blocks() {
+    validate_error(
+        "step \"noop\" \"a\" {\n  for_each = toset([\"x\"])\n  result   = count.index\n}\n",
+        "`count.index` is only available in a block that sets `count`",
+        "main.hcl:3:14",
+    );
+    validate_error(
+        "output \"o\" {\n  value = count.index\n}\n",
+        "`count.index` is only available in a block that sets `count`",
+        "main.hcl:2:11",
+    );
+    validate_error(
+        "step \"noop\" \"a\" {\n  count  = 1\n  result = each.key\n}\n",
+        "`each` is only available in a block that sets `for_each`",
+        "main.hcl:3:12",
+    );
+}
+
+#[test]
+fn unknown_function() {
+    validate_error(
+        "step \"noop\" \"a\" {\n  result = frobnicate(\"x\")\n}\n",
+        "unknown function `frobnicate`",
+        "main.hcl:2:12",
+    );
+}
+
+/// Regression (fixed): a call to a function that does not exist is only found when the call is evaluated with
+/// known arguments (src/config/eval.rs:185 turns any evaluation error of an expression that
+/// refers to an unknown value into "unknown"). Here `validate` and `plan` both accept it, and
+/// `apply` runs `step.exec.a` before failing on `step.noop.b`.
+#[test]
+fn unknown_function_with_apply_time_argument_is_rejected_before_apply() {
+    let hcl = r#"step "exec" "a" {
+  command = "echo hi"
+}
+step "noop" "b" {
+  result = frobnicate(step.exec.a.stdout)
+}
+"#;
+    for cmd in ["validate", "plan"] {
+        let (_work, out) = opsctl_with(hcl, &[cmd]);
+        assert_error_at(&out, "", "main.hcl:5:12");
+        err_has(&out, "frobnicate");
+    }
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let hcl = r#"step "noop" "a" { depends_on = [step.noop.missing] }
+step "exec" "b" { command = true }
+"#;
+    let out = validate_error(
+        hcl,
+        "unknown reference `step.noop.missing`",
+        "main.hcl:1:33",
+    );
+    assert_error_at(
+        &out,
+        "wrong type for argument `command`: expected a string or a list of strings, got a bool",
+        "main.hcl:2:29",
+    );
+    assert!(out.stderr.ends_with("\n2 errors\n"), "{out}");
+    insta::assert_snapshot!("two_errors", out.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input: variables and flags.
+// ---------------------------------------------------------------------------------------
+
+const VARS: &str = r#"variable "date" { type = string }
+variable "n" {
+  type    = number
+  default = 1
+}
+variable "env" {
+  type    = string
+  default = "dev"
+  validation {
+    condition     = contains(["dev", "prod"], var.env)
+    error_message = "env must be dev or prod."
+  }
+}
+step "exec" "a" {
+  command = "echo ${var.date} ${var.n} ${var.env}"
+}
+"#;
+
+#[test]
+fn missing_required_variable() {
+    let (work, out) = opsctl_with(VARS, &["plan"]);
+    assert_error_at(
+        &out,
+        "no value for required variable `date`",
+        "main.hcl:1:1",
+    );
+    insta::assert_snapshot!("missing_variable", out.stderr);
+    // validate does not need the value.
+    let out = run(opsctl(&work, None).arg("validate"));
+    out.expect_success();
+    out_has(
+        &out,
+        "The configuration is valid: 1 step(s), 0 data source(s), 3 variable(s).",
+    );
+}
+
+/// Regression (fixed): `validate` is documented to need no variable values, but a required variable used in
+/// `count`, `for_each` or `timeout` makes it fail with "depends on a value known only after
+/// apply" / "must be a known duration" (src/plan/mod.rs `expand` and `eval_meta_timeout`):
+/// `validate` resolves missing variables to the apply-time unknown marker
+/// (src/plan/vars.rs `resolve_lenient`), which those reject.
+#[test]
+fn validate_accepts_missing_variables_in_meta_arguments() {
+    let hcl = r#"variable "n" {
+  type = number
+}
+variable "names" {
+  type = set(string)
+}
+variable "t" {
+  type = string
+}
+step "noop" "a" {
+  count = var.n
+}
+step "noop" "b" {
+  for_each = var.names
+}
+step "noop" "c" {
+  timeout = var.t
+}
+"#;
+    let (_work, out) = opsctl_with(hcl, &["validate"]);
+    out.expect_success();
+    out_has(&out, "The configuration is valid");
+}
+
+#[test]
+fn malformed_var_flag() {
+    for bad in ["foo", "=x"] {
+        let (_work, out) = opsctl_with(VARS, &["plan", "--var", bad]);
+        assert_fails(&out);
+        assert_eq!(
+            out.stderr,
+            format!("error: invalid `--var` `{bad}`: expected `NAME=VALUE`\n")
+        );
+    }
+}
+
+#[test]
+fn var_for_undeclared_variable() {
+    for cmd in ["validate", "plan"] {
+        let (_work, out) = opsctl_with(VARS, &[cmd, "--var", "date=x", "--var", "bogus=1"]);
+        assert_fails(&out);
+        err_has(
+            &out,
+            "error: `--var bogus=...` sets an undeclared variable `bogus`",
+        );
+    }
+}
+
+#[test]
+fn wrong_typed_variable_value() {
+    for extra in [&["--var", "n=abc"][..], &["--var", "n=[1]"]] {
+        let mut args = vec!["plan", "--var", "date=x"];
+        args.extend_from_slice(extra);
+        let (_work, out) = opsctl_with(VARS, &args);
+        assert_error_at(
+            &out,
+            "invalid value for variable `n` from `--var n`: ",
+            "main.hcl:2:1",
+        );
+    }
+    let work = Workdir::new();
+    work.write("main.hcl", VARS);
+    work.write("vars/prod.vars", "date = \"x\"\nn = \"abc\"\n");
+    let out = run(opsctl(&work, None).args(["plan", "--var-file", "vars/prod.vars"]));
+    assert_error_at(
+        &out,
+        "invalid value for variable `n` from var file `vars/prod.vars`: expected a number, got `abc`",
+        "main.hcl:2:1",
+    );
+}
+
+/// Regression (fixed): for a `number` (or `bool`) variable, `--var n=abc` / `OPSCTL_VAR_n=abc` is parsed as
+/// an HCL expression and reported as "cannot evaluate `abc`: undefined variable `abc`", and
+/// `--var n=12abc` as "cannot parse `12abc`:  --> HCL parse error in line 1, column 3"
+/// (src/plan/vars.rs:123-129, in `resolve_with`, falls back to the raw string only for `any`).
+/// The value should be reported as not being a number, as it is from a var file.
+#[test]
+fn wrong_typed_variable_value_says_what_was_expected() {
+    for value in ["n=abc", "n=12abc"] {
+        let (_work, out) = opsctl_with(VARS, &["plan", "--var", "date=x", "--var", value]);
+        assert_error_at(&out, "invalid value for variable `n`", "main.hcl:2:1");
+        err_has(&out, "expected a number");
+        assert!(!out.stderr.contains("undefined variable"), "{out}");
+    }
+}
+
+#[test]
+fn failed_validation() {
+    let (_work, out) = opsctl_with(VARS, &["plan", "--var", "date=x", "--var", "env=qa"]);
+    assert_error_at(
+        &out,
+        "invalid value for variable `env`: env must be dev or prod.",
+        "main.hcl:10:21",
+    );
+}
+
+#[test]
+fn bad_flags_and_subcommands_fail_cleanly() {
+    let cases: &[&[&str]] = &[
+        &["plan", "--frobnicate"],
+        &["plan", "-x"],
+        &["frobnicate"],
+        &["plan", "--parallelism", "0"],
+        &["plan", "-parallelism=abc"],
+        &["validate", "--var"],
+        &["apply", "--in-doubt=rerun"],
+    ];
+    for args in cases {
+        let (_work, out) = opsctl_with("step \"noop\" \"a\" {}\n", args);
+        assert_ne!(out.code, 0, "{args:?} succeeded\n{out}");
+        assert!(!out.stderr.contains("panicked"), "{args:?} panicked\n{out}");
+        assert!(out.stderr.starts_with("error: "), "{args:?}\n{out}");
+    }
+    // No subcommand: usage on stderr, non-zero.
+    let (_work, out) = opsctl_with("step \"noop\" \"a\" {}\n", &[]);
+    assert_fails(&out);
+    err_has(&out, "Usage: opsctl");
+    let (_work, out) = opsctl_with("", &["-chdir=nope", "validate"]);
+    assert_fails(&out);
+    err_has(&out, "cannot change to directory `nope`");
+}
+
+// ---------------------------------------------------------------------------------------
+// The language, flags and apply of noop/exec configurations.
+// ---------------------------------------------------------------------------------------
+
+const LANGUAGE: &str = r#"variable "who" {
+  type    = string
+  default = "default"
+}
+locals {
+  names    = ["alpha", "beta"]
+  greeting = format("hello %s", upper(var.who))
+}
+step "noop" "a" {
+  count  = 3
+  result = "n${count.index}"
+}
+step "noop" "b" {
+  for_each = toset(local.names)
+  result   = "${each.key}=${length(each.value)}"
+}
+step "exec" "c" {
+  command = "echo ${local.greeting} ${join(",", local.names)} ${length(local.names)} ${jsonencode({ k = 1 })}"
+}
+output "second" { value = step.noop.a[1].result }
+output "beta" { value = step.noop.b["beta"].result }
+"#;
+
+#[test]
+fn count_for_each_locals_and_functions_in_plan() {
+    let (_work, out) = opsctl_with(LANGUAGE, &["plan"]);
+    out.expect_success();
+    for want in [
+        "  > step.noop.a[0]\n",
+        "  > step.noop.a[1]\n",
+        "  > step.noop.a[2]\n",
+        "  > step.noop.b[\"alpha\"]\n",
+        "  > step.noop.b[\"beta\"]\n",
+        "      > command: \"echo hello DEFAULT alpha,beta 2 {\\\"k\\\":1}\"\n",
+        "Plan: 6 to run, 0 to change, 0 unchanged.",
+        "  second = \"n1\"\n",
+        "  beta = \"beta=4\"\n",
+    ] {
+        out_has(&out, want);
+    }
+    assert!(!out.stdout.contains("step.noop.a[3]"), "{out}");
+}
+
+#[test]
+fn variable_precedence_env_then_var_file_then_var() {
+    let work = Workdir::new();
+    work.write("main.hcl", LANGUAGE);
+    work.write("inputs/who.vars", "who = \"file\"\n");
+    let command = |args: &[&str], env: Option<&str>| {
+        let mut cmd = opsctl(&work, None);
+        cmd.arg("plan").args(args);
+        if let Some(v) = env {
+            cmd.env("OPSCTL_VAR_who", v);
+        }
+        let out = run(&mut cmd);
+        out.expect_success();
+        let line = out.stdout.lines().find(|l| l.contains("> command:"));
+        line.unwrap_or_else(|| panic!("no command line\n{out}"))
+            .to_string()
+    };
+    assert!(command(&[], None).contains("hello DEFAULT"));
+    assert!(command(&[], Some("env")).contains("hello ENV"));
+    let file = ["--var-file", "inputs/who.vars"];
+    assert!(command(&file, Some("env")).contains("hello FILE"));
+    let all = ["--var-file", "inputs/who.vars", "--var", "who=cli"];
+    assert!(command(&all, Some("env")).contains("hello CLI"));
+    // Later `--var` wins.
+    assert!(command(&["--var", "who=one", "--var", "who=two"], None).contains("hello TWO"));
+}
+
+#[test]
+fn terraform_single_dash_flags() {
+    let work = Workdir::new();
+    work.write("cfg/main.hcl", VARS);
+    let out = run(opsctl(&work, None).args(["-chdir=cfg", "plan", "-var", "date=d1"]));
+    out.expect_success();
+    out_has(&out, "> command: \"echo d1 1 dev\"");
+    let out = run(opsctl(&work, None).args([
+        "plan",
+        "-chdir=cfg",
+        "-var=date=d=2",
+        "-var=n=7",
+        "-parallelism=3",
+        "-detailed-exitcode",
+    ]));
+    out.expect_code(2);
+    out_has(&out, "> command: \"echo d=2 7 dev\"");
+    let out = run(opsctl(&work, None).args(["--chdir", "cfg", "validate"]));
+    out.expect_success();
+    let out = run(opsctl(&work, None).args([
+        "-chdir=cfg",
+        "apply",
+        "-auto-approve",
+        "-var",
+        "date=d3",
+        "-state-dir=st",
+    ]));
+    out.expect_success();
+    out_has(&out, "Apply complete!");
+    assert!(work.path().join("cfg/st").is_dir());
+}
+
+#[test]
+fn exec_guards_plan_as_no_op() {
+    let hcl = r#"step "exec" "made" {
+  command = "touch marker"
+  creates = "marker"
+}
+step "exec" "checked" {
+  command = ["false"]
+  unless  = "test -f marker"
+}
+"#;
+    let (work, out) = opsctl_with(hcl, &["plan", "-detailed-exitcode"]);
+    out.expect_code(2);
+    out_has(&out, "Plan: 2 to run, 0 to change, 0 unchanged.");
+    work.write("marker", "");
+    let out = run(opsctl(&work, None).args(["plan", "-detailed-exitcode"]));
+    out.expect_success();
+    out_has(&out, "No changes.");
+    out_has(&out, "Plan: 0 to run, 0 to change, 2 unchanged.");
+    let out = run(opsctl(&work, None).args(["apply", "--auto-approve"]));
+    out.expect_success();
+    out_has(&out, "Apply complete! Nothing to do.");
+}
+
+#[test]
+fn apply_passes_exec_output_to_later_steps() {
+    let hcl = r#"step "exec" "a" {
+  command = "printf hello"
+}
+step "exec" "b" {
+  command = "echo got ${step.exec.a.stdout} | tee b.txt"
+}
+output "b" { value = step.exec.b.stdout }
+"#;
+    let (work, out) = opsctl_with(hcl, &["plan"]);
+    out.expect_success();
+    out_has(&out, "> command: (known after apply)");
+    out_has(&out, "  b = (known after apply)");
+    let out = run(opsctl(&work, None).args(["apply", "--auto-approve"]));
+    out.expect_success();
+    let (_, after) = out
+        .stdout
+        .split_once("Apply complete!")
+        .unwrap_or_else(|| panic!("no `Apply complete!`\n{out}"));
+    assert!(after.contains("  b = \"got hello\\n\""), "{out}");
+    assert_eq!(work.read("b.txt"), "got hello\n");
+}
+
+#[test]
+fn failing_exec_stops_the_apply() {
+    let hcl = r#"step "exec" "first" {
+  command = "echo ok > first.txt"
+}
+step "exec" "fail" {
+  command    = "echo oops >&2; exit 3"
+  depends_on = [step.exec.first]
+}
+step "exec" "after" {
+  command    = "touch after.txt"
+  depends_on = [step.exec.fail]
+}
+"#;
+    let (work, out) = opsctl_with(hcl, &["apply", "--auto-approve"]);
+    assert_fails(&out);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("step.exec.fail"), "{out}");
+    assert!(all.contains("exited with status 3"), "{out}");
+    assert!(!all.contains("Apply complete!"), "{out}");
+    assert!(work.path().join("first.txt").exists());
+    assert!(
+        !work.path().join("after.txt").exists(),
+        "a later step ran\n{out}"
+    );
+}

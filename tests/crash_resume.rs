@@ -1,0 +1,1476 @@
+//! Crash and resume of `opsctl apply`, end to end with the real binary.
+//!
+//! - SIGKILL between steps, during a step (by the journal writer's fault injection
+//!   `OPSCTL_FAULT_JOURNAL_KILL_AT`, and by a real `kill -9` from outside while a step runs),
+//!   and in the middle of a journal write (`N:torn`), then `apply --resume`;
+//! - Ctrl-C / SIGTERM (first signal: running steps finish; second: they are abandoned);
+//! - the state lock (a second apply, `force-unlock`, stale-lock takeover);
+//! - a damaged journal, and the cases where resume must refuse.
+//!
+//! Every exec step appends its own name to `effects.log`, so counting the lines per name tells
+//! exactly which side effects happened and how many times. The journal is checked through its
+//! on-disk format (`<crc32 8 hex> <json>\n` per line), independently of opsctl's reader.
+//!
+//! Line numbers for fault injection in a linear chain `s1 -> s2 -> ... -> sN` of exec steps:
+//! line 1 is `run_started`, line `2j` the `step_started` of `sj`, line `2j+1` its
+//! `step_finished`, line `2N+2` the `run_finished`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{opsctl, run, Output, Workdir};
+
+/// The fault-injection variable of the journal writer.
+const FAULT_ENV: &str = "OPSCTL_FAULT_JOURNAL_KILL_AT";
+/// Polling step and timeout when waiting for something a background opsctl does.
+const POLL: Duration = Duration::from_millis(50);
+const WAIT: Duration = Duration::from_secs(20);
+/// Longest a background opsctl may take to exit once it should.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The message finished steps get on resume.
+const SKIPPED: &str = "skipped (finished in an earlier attempt of this run)";
+
+// ---------------------------------------------------------------------------------------------
+// Procedures
+// ---------------------------------------------------------------------------------------------
+
+/// One exec step of a generated procedure: its name and the names of the steps it depends on.
+struct StepSpec {
+    name: String,
+    deps: Vec<String>,
+}
+
+/// `s1 -> s2 -> ... -> sN`.
+fn linear(n: usize) -> Vec<StepSpec> {
+    (1..=n)
+        .map(|i| StepSpec {
+            name: format!("s{i}"),
+            deps: if i == 1 {
+                Vec::new()
+            } else {
+                vec![format!("s{}", i - 1)]
+            },
+        })
+        .collect()
+}
+
+/// Three chains `a1..a8`, `b1..b8`, `c1..c8` run in parallel, then `join` after all three
+/// (25 steps).
+fn three_chains_and_join() -> Vec<StepSpec> {
+    let mut steps = Vec::new();
+    for chain in ["a", "b", "c"] {
+        for i in 1..=8 {
+            steps.push(StepSpec {
+                name: format!("{chain}{i}"),
+                deps: if i == 1 {
+                    Vec::new()
+                } else {
+                    vec![format!("{chain}{}", i - 1)]
+                },
+            });
+        }
+    }
+    steps.push(StepSpec {
+        name: "join".into(),
+        deps: vec!["a8".into(), "b8".into(), "c8".into()],
+    });
+    steps
+}
+
+fn addr(name: &str) -> String {
+    format!("step.exec.{name}")
+}
+
+fn hcl_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The default command of step `name`: record its side effect.
+fn effect_command(name: &str) -> String {
+    format!("echo {name} >> effects.log")
+}
+
+/// What a step looks like when it is not the default: its command and extra attribute lines.
+struct Custom {
+    command: String,
+    extra: String,
+}
+
+/// The HCL of `steps`; `custom(name)` may replace a step's command and add attributes.
+fn render(steps: &[StepSpec], custom: impl Fn(&str) -> Option<Custom>) -> String {
+    let mut text = String::new();
+    for s in steps {
+        let (command, extra) = match custom(&s.name) {
+            Some(c) => (c.command, c.extra),
+            None => (effect_command(&s.name), String::new()),
+        };
+        text.push_str(&format!(
+            "step \"exec\" \"{}\" {{\n  command = {}\n{extra}",
+            s.name,
+            hcl_string(&command)
+        ));
+        if !s.deps.is_empty() {
+            let deps: Vec<String> = s.deps.iter().map(|d| addr(d)).collect();
+            text.push_str(&format!("  depends_on = [{}]\n", deps.join(", ")));
+        }
+        text.push_str("}\n\n");
+    }
+    text
+}
+
+/// A procedure of `steps` where only step `name` is customised.
+fn render_with(steps: &[StepSpec], name: &str, command: &str, extra: &str) -> String {
+    render(steps, |n| {
+        (n == name).then(|| Custom {
+            command: command.to_string(),
+            extra: extra.to_string(),
+        })
+    })
+}
+
+/// A slow step: appends its effect, then — only the first time it runs, so that a re-run is
+/// quick — writes its shell's pid to `started-NAME` (the marker a test polls for) and waits
+/// about 30 s in short sleeps (so that no long-lived orphan outlives the shell); `tail` runs
+/// at the very end (e.g. creating a guard file).
+fn slow_once_command(name: &str, tail: &str) -> String {
+    format!(
+        "echo {name} >> effects.log; if [ ! -e started-{name} ]; then \
+         echo $$ > started-{name}.tmp; mv started-{name}.tmp started-{name}; \
+         n=0; while [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; fi{tail}"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Side effects
+// ---------------------------------------------------------------------------------------------
+
+/// Lines of `effects.log` per step name (empty if the file does not exist).
+fn effects(work: &Workdir) -> BTreeMap<String, usize> {
+    let path = work.path().join("effects.log");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("read {}: {e}", path.display()),
+    };
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        *counts.entry(line.trim().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `count` for each of `names`.
+fn each(names: &[StepSpec], count: usize) -> BTreeMap<String, usize> {
+    names.iter().map(|s| (s.name.clone(), count)).collect()
+}
+
+/// Every step's effect exactly once, except the steps in `twice`: exactly two times.
+fn assert_each_once_except(work: &Workdir, steps: &[StepSpec], twice: &[&str]) {
+    let want: BTreeMap<String, usize> = steps
+        .iter()
+        .map(|s| {
+            let n = if twice.contains(&s.name.as_str()) {
+                2
+            } else {
+                1
+            };
+            (s.name.clone(), n)
+        })
+        .collect();
+    assert_eq!(
+        effects(work),
+        want,
+        "side effects (lines of effects.log per step); only {twice:?} may run twice"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Journal
+// ---------------------------------------------------------------------------------------------
+
+fn journal_files(work: &Workdir) -> Vec<PathBuf> {
+    let dir = work.state_dir().join("journal");
+    let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("journal dir entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("list {}: {e}", dir.display()),
+    };
+    files.sort();
+    files
+}
+
+/// The only journal of the workdir.
+fn the_journal(work: &Workdir) -> PathBuf {
+    let files = journal_files(work);
+    assert_eq!(files.len(), 1, "expected exactly one journal: {files:?}");
+    files.into_iter().next().unwrap()
+}
+
+/// One journal line (without its newline) if it is intact: checksum matches, JSON parses.
+fn parse_line(line: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let (crc, json) = text
+        .split_once(' ')
+        .ok_or_else(|| "no `<crc> ` prefix".to_string())?;
+    let expected =
+        u32::from_str_radix(crc, 16).map_err(|e| format!("bad checksum `{crc}`: {e}"))?;
+    if crc.len() != 8 {
+        return Err(format!("checksum `{crc}` is not 8 hex digits"));
+    }
+    let actual = crc32fast::hash(json.as_bytes());
+    if actual != expected {
+        return Err(format!("checksum mismatch: {expected:08x} vs {actual:08x}"));
+    }
+    serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// Every record of a journal that no process is writing; panics naming the line if any
+/// line is incomplete or damaged.
+fn read_records(path: &Path) -> Vec<Value> {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "journal {} does not end with a newline",
+        path.display()
+    );
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            parse_line(line)
+                .unwrap_or_else(|e| panic!("journal {} line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// The complete, intact records of a journal that may be being written right now.
+fn records_so_far(path: &Path) -> Vec<Value> {
+    let bytes = fs::read(path).unwrap_or_default();
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => return Vec::new(),
+    };
+    complete
+        .split(|&b| b == b'\n')
+        .filter_map(|l| parse_line(l).ok())
+        .collect()
+}
+
+fn kind(r: &Value) -> &str {
+    r["type"].as_str().unwrap_or("")
+}
+
+fn step_of(r: &Value) -> Option<&str> {
+    r["step"].as_str()
+}
+
+fn of_kind<'a>(records: &'a [Value], k: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| kind(r) == k).collect()
+}
+
+fn step_records<'a>(records: &'a [Value], k: &str, step: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| kind(r) == k && step_of(r) == Some(step))
+        .collect()
+}
+
+/// The last word of each step: `started`, `finished` (or resolved `done`), `failed`, or
+/// cleared (resolved otherwise).
+fn last_words(records: &[Value]) -> BTreeMap<String, &'static str> {
+    let mut words = BTreeMap::new();
+    for r in records {
+        let Some(step) = step_of(r) else { continue };
+        let word = match kind(r) {
+            "step_started" => "started",
+            "step_finished" => "finished",
+            "step_failed" => "failed",
+            "step_resolved" if r["resolution"] == "done" => "finished",
+            "step_resolved" => "cleared",
+            _ => continue,
+        };
+        words.insert(step.to_string(), word);
+    }
+    words
+}
+
+/// Steps that started and have no later word: in doubt.
+fn in_doubt(records: &[Value]) -> BTreeSet<String> {
+    last_words(records)
+        .into_iter()
+        .filter(|(_, w)| *w == "started")
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Steps whose last word says they are finished.
+fn finished(records: &[Value]) -> BTreeSet<String> {
+    last_words(records)
+        .into_iter()
+        .filter(|(_, w)| *w == "finished")
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// The single `step_resolved` record of `step`.
+fn resolution_of<'a>(records: &'a [Value], step: &str) -> &'a Value {
+    let resolved = step_records(records, "step_resolved", step);
+    assert_eq!(
+        resolved.len(),
+        1,
+        "expected one step_resolved for {step}: {records:#?}"
+    );
+    resolved[0]
+}
+
+/// The journal ends with a successful `run_finished`.
+fn assert_succeeded(records: &[Value]) {
+    let last = records.last().expect("journal has records");
+    assert_eq!(kind(last), "run_finished", "last record: {last}");
+    assert_eq!(last["status"], "succeeded", "last record: {last}");
+}
+
+/// Records present before resume are kept as they were; resume appended, starting with
+/// `run_resumed`. Returns the appended records.
+fn appended_by_resume<'a>(before: &[Value], after: &'a [Value]) -> &'a [Value] {
+    assert!(
+        after.len() > before.len(),
+        "resume appended nothing: {after:#?}"
+    );
+    assert_eq!(
+        &after[..before.len()],
+        before,
+        "resume must only append to the journal"
+    );
+    let appended = &after[before.len()..];
+    assert_eq!(
+        kind(&appended[0]),
+        "run_resumed",
+        "the first record of a resume: {}",
+        appended[0]
+    );
+    appended
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running opsctl
+// ---------------------------------------------------------------------------------------------
+
+fn lock_path(work: &Workdir) -> PathBuf {
+    work.state_dir().join("opsctl.lock")
+}
+
+/// The lock file's contents, if it holds a complete lock record.
+fn lock_info(work: &Workdir) -> Option<Value> {
+    let text = fs::read_to_string(lock_path(work)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["id"].is_string().then_some(v)
+}
+
+fn apply_cmd(work: &Workdir, args: &[&str]) -> Command {
+    let mut cmd = opsctl(work, None);
+    cmd.arg("apply").args(args);
+    cmd
+}
+
+fn apply(work: &Workdir) -> Output {
+    run(&mut apply_cmd(work, &["--auto-approve"]))
+}
+
+/// `apply`, SIGKILLed by fault injection just before journal line `at` (`N` or `N:torn`).
+fn apply_crashing_at(work: &Workdir, at: &str) -> Output {
+    let out = run(apply_cmd(work, &["--auto-approve"]).env(FAULT_ENV, at));
+    assert_eq!(
+        out.code, -1,
+        "expected opsctl to be killed before journal line {at}\n{out}"
+    );
+    out
+}
+
+/// `apply --resume --auto-approve EXTRA...`.
+fn resume(work: &Workdir, extra: &[&str]) -> Output {
+    let mut args = vec!["--resume", "--auto-approve"];
+    args.extend_from_slice(extra);
+    run(&mut apply_cmd(work, &args))
+}
+
+/// Polls `cond` every 50 ms for up to 20 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Whether process `pid` is gone (no longer exists, or a zombie waiting to be reaped).
+fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+            .unwrap_or(false),
+    }
+}
+
+/// Sends `signal` (e.g. `INT`) to `pid` with the `kill` command.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// An opsctl running in the background, its output going to files in the workdir. Killed
+/// (SIGKILL) if still running when dropped, so a failing test leaves nothing behind.
+struct Background {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    fn spawn(mut cmd: Command, work: &Workdir, label: &str) -> Background {
+        let stdout = work.path().join(format!("{label}.stdout"));
+        let stderr = work.path().join(format!("{label}.stderr"));
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create stdout file"))
+            .stderr(File::create(&stderr).expect("create stderr file"));
+        let child = cmd.spawn().expect("spawn opsctl");
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self, code: i32) -> Output {
+        Output {
+            code,
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
+    /// Polls `cond` like [`wait_until`], failing early (with its output) if opsctl exits.
+    fn wait_for(&mut self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "opsctl exited ({status}) while waiting for {what}\n{}",
+                    self.output(status.code().unwrap_or(-1))
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {what}\n{}",
+                self.output(0)
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until opsctl exits by itself.
+    fn wait(&mut self) -> Output {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return self.output(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "opsctl did not exit within {EXIT_TIMEOUT:?}\n{}",
+                    self.output(-1)
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `kill -9` from outside: SIGKILL, then reap it.
+    fn kill9(&mut self) -> Output {
+        self.child.kill().expect("SIGKILL opsctl");
+        let status = self.child.wait().expect("wait for opsctl");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "opsctl should have died of SIGKILL: {status}"
+        );
+        self.output(-1)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1a. SIGKILL between steps
+// ---------------------------------------------------------------------------------------------
+
+/// A 24-step chain killed just before journal line `line`, an even number `2j` (the
+/// `step_started` of `sj`, or `run_finished` for `j = 25`): `s1..s(j-1)` finished, nothing
+/// in doubt. Resume runs the rest, each exactly once.
+fn sigkill_between_steps(line: usize) {
+    assert!(line % 2 == 0 && (2..=50).contains(&line));
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, &line.to_string());
+
+    let done = line / 2 - 1;
+    assert_eq!(
+        effects(&work),
+        each(&steps[..done], 1),
+        "before the crash, exactly s1..s{done} ran"
+    );
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(before.len(), line - 1, "{before:#?}");
+    assert_eq!(kind(&before[0]), "run_started");
+    assert!(in_doubt(&before).is_empty(), "{before:#?}");
+    assert!(of_kind(&before, "run_finished").is_empty());
+    assert!(
+        lock_path(&work).exists(),
+        "the killed apply leaves its lock file behind"
+    );
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stdout
+            .contains(&format!("{done} step(s) finished, 0 in doubt, 0 failed")),
+        "{out}"
+    );
+    for s in &steps[..done] {
+        assert!(
+            out.stdout
+                .contains(&format!("{}: {SKIPPED}", addr(&s.name))),
+            "{} should be skipped\n{out}",
+            s.name
+        );
+    }
+    assert_each_once_except(&work, &steps, &[]);
+
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    assert!(of_kind(&after, "step_resolved").is_empty(), "{after:#?}");
+    for s in &steps {
+        let starts = step_records(&after, "step_started", &addr(&s.name));
+        assert_eq!(
+            starts.len(),
+            1,
+            "{} started once in all: {after:#?}",
+            s.name
+        );
+        assert_eq!(starts[0]["attempt"], 1);
+    }
+    for s in &steps[..done] {
+        assert!(
+            step_records(appended, "step_started", &addr(&s.name)).is_empty(),
+            "{} finished before the crash and must not start again",
+            s.name
+        );
+    }
+    assert_succeeded(&after);
+    assert!(!lock_path(&work).exists(), "lock released after resume");
+}
+
+#[test]
+fn sigkill_before_the_first_step_then_resume() {
+    sigkill_between_steps(2);
+}
+
+#[test]
+fn sigkill_between_steps_in_the_middle_then_resume() {
+    sigkill_between_steps(20);
+}
+
+#[test]
+fn sigkill_after_the_last_step_before_run_finished_then_resume() {
+    sigkill_between_steps(50);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. SIGKILL during a step: fault injection before its `step_finished`
+// ---------------------------------------------------------------------------------------------
+
+/// A 24-step chain where `s12` is `command` + `extra`, killed just before the
+/// `step_finished` of `s12` (line 25): its effect happened, its finish is not recorded.
+/// Returns the workdir, the steps, the journal and its records.
+fn sigkill_before_finish_of_s12(
+    command: &str,
+    extra: &str,
+) -> (Workdir, Vec<StepSpec>, PathBuf, Vec<Value>) {
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write("main.hcl", &render_with(&steps, "s12", command, extra));
+    apply_crashing_at(&work, "25");
+    assert_eq!(effects(&work), each(&steps[..12], 1));
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(before.len(), 24);
+    assert_eq!(
+        in_doubt(&before),
+        BTreeSet::from([addr("s12")]),
+        "{before:#?}"
+    );
+    (work, steps, journal, before)
+}
+
+#[test]
+fn sigkill_after_a_guarded_steps_effect_is_resolved_done_by_its_guard() {
+    let (work, steps, journal, before) = sigkill_before_finish_of_s12(
+        "echo s12 >> effects.log; touch done-s12",
+        "  creates = \"done-s12\"\n",
+    );
+    assert!(work.path().join("done-s12").exists());
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    let r = resolution_of(appended, &addr("s12"));
+    assert_eq!(r["resolution"], "done", "{r}");
+    assert!(
+        step_records(appended, "step_started", &addr("s12")).is_empty(),
+        "the guard says s12 is done: it must not run again"
+    );
+    assert_succeeded(&after);
+}
+
+#[test]
+fn sigkill_after_a_plain_steps_effect_stops_resume_then_rerun_repeats_only_it() {
+    let (work, steps, journal, before) = sigkill_before_finish_of_s12(&effect_command("s12"), "");
+    let bytes = fs::read(&journal).unwrap();
+
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    for needle in [
+        "`step.exec.s12`",
+        "cannot tell whether it took effect",
+        "--in-doubt=rerun",
+        "--in-doubt=done",
+    ] {
+        assert!(out.stderr.contains(needle), "missing {needle:?}\n{out}");
+    }
+    assert_eq!(
+        fs::read(&journal).unwrap(),
+        bytes,
+        "a refused resume leaves the journal alone"
+    );
+    assert_eq!(effects(&work), each(&steps[..12], 1), "nothing ran");
+    assert!(
+        !lock_path(&work).exists(),
+        "a refused resume releases the lock"
+    );
+
+    let out = resume(&work, &["--in-doubt=rerun"]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &["s12"]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    let r = resolution_of(appended, &addr("s12"));
+    assert_eq!(r["resolution"], "rerun", "{r}");
+    let again = step_records(appended, "step_started", &addr("s12"));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["attempt"], 2);
+    for s in &steps[..11] {
+        assert!(step_records(appended, "step_started", &addr(&s.name)).is_empty());
+    }
+    assert_succeeded(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. SIGKILL during a step: a real `kill -9` from outside while the step runs
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Slow {
+    /// `creates = "done-b5"`, the file made at the end of the command.
+    Guarded,
+    /// `idempotent = true`.
+    Idempotent,
+    /// No guard, not idempotent.
+    Plain,
+}
+
+/// Three chains and a join; `b5` is slow. Starts apply, waits until `b5` runs and chains
+/// `a` and `c` are finished (so `b5` is the only step in flight), then `kill -9`s opsctl and
+/// checks that `b5`'s command died with it. Returns the workdir, steps, journal, records.
+fn kill9_while_b5_runs(variant: Slow) -> (Workdir, Vec<StepSpec>, PathBuf, Vec<Value>) {
+    let work = Workdir::new();
+    let steps = three_chains_and_join();
+    let (tail, extra) = match variant {
+        Slow::Guarded => ("; touch done-b5", "  creates = \"done-b5\"\n"),
+        Slow::Idempotent => ("", "  idempotent = true\n"),
+        Slow::Plain => ("", ""),
+    };
+    work.write(
+        "main.hcl",
+        &render_with(&steps, "b5", &slow_once_command("b5", tail), extra),
+    );
+
+    let mut bg = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "killed");
+    let marker = work.path().join("started-b5");
+    let others: BTreeSet<String> = steps
+        .iter()
+        .filter(|s| !s.name.starts_with('b') && s.name != "join")
+        .map(|s| addr(&s.name))
+        .collect();
+    bg.wait_for("b5 to run and chains a and c to finish", || {
+        marker.exists()
+            && journal_files(&work)
+                .first()
+                .is_some_and(|j| finished(&records_so_far(j)).is_superset(&others))
+    });
+    let shell: u32 = fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("pid in the marker");
+    bg.kill9();
+    wait_until("b5's command to die with opsctl (PR_SET_PDEATHSIG)", || {
+        process_gone(shell)
+    });
+
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(
+        in_doubt(&before),
+        BTreeSet::from([addr("b5")]),
+        "{before:#?}"
+    );
+    let mut want = each(&steps, 1);
+    for gone in ["b6", "b7", "b8", "join"] {
+        want.remove(gone);
+    }
+    assert_eq!(effects(&work), want, "side effects when killed");
+    assert!(!work.path().join("done-b5").exists());
+    (work, steps, journal, before)
+}
+
+/// Resume re-ran `b5` on its own (step_resolved `rerun`, attempt 2) and the run succeeded.
+fn assert_b5_rerun(before: &[Value], after: &[Value]) {
+    let appended = appended_by_resume(before, after);
+    let r = resolution_of(appended, &addr("b5"));
+    assert_eq!(r["resolution"], "rerun", "{r}");
+    let again = step_records(appended, "step_started", &addr("b5"));
+    assert_eq!(again.len(), 1, "{appended:#?}");
+    assert_eq!(again[0]["attempt"], 2);
+    for finished_before in finished(before) {
+        assert!(
+            step_records(appended, "step_started", &finished_before).is_empty(),
+            "{finished_before} finished before the crash and must not start again"
+        );
+    }
+    assert_succeeded(after);
+}
+
+#[test]
+fn kill9_mid_step_with_unsatisfied_guard_reruns_it() {
+    let (work, steps, journal, before) = kill9_while_b5_runs(Slow::Guarded);
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stdout.contains(&format!("{}: {SKIPPED}", addr("a8"))),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &["b5"]);
+    assert!(work.path().join("done-b5").exists());
+    assert_b5_rerun(&before, &read_records(&journal));
+}
+
+#[test]
+fn kill9_mid_idempotent_step_reruns_it() {
+    let (work, steps, journal, before) = kill9_while_b5_runs(Slow::Idempotent);
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &["b5"]);
+    assert_b5_rerun(&before, &read_records(&journal));
+}
+
+/// A plain in-doubt step: resume refuses, naming it, and changes nothing.
+fn assert_resume_refuses_b5(
+    work: &Workdir,
+    journal: &Path,
+    want_effects: &BTreeMap<String, usize>,
+) {
+    let bytes = fs::read(journal).unwrap();
+    let out = resume(work, &[]);
+    out.expect_code(1);
+    for needle in [
+        "`step.exec.b5`",
+        "cannot tell whether it took effect",
+        "--in-doubt=rerun",
+        "--in-doubt=done",
+    ] {
+        assert!(out.stderr.contains(needle), "missing {needle:?}\n{out}");
+    }
+    assert_eq!(fs::read(journal).unwrap(), bytes, "journal unchanged");
+    assert_eq!(&effects(work), want_effects, "nothing ran");
+}
+
+#[test]
+fn kill9_mid_plain_step_stops_resume_then_done_completes_without_repeating_it() {
+    let (work, steps, journal, before) = kill9_while_b5_runs(Slow::Plain);
+    assert_resume_refuses_b5(&work, &journal, &effects(&work));
+
+    let out = resume(&work, &["--in-doubt=done"]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    let r = resolution_of(appended, &addr("b5"));
+    assert_eq!(r["resolution"], "done", "{r}");
+    assert!(step_records(appended, "step_started", &addr("b5")).is_empty());
+    for s in ["b6", "b7", "b8", "join"] {
+        assert_eq!(
+            step_records(appended, "step_finished", &addr(s)).len(),
+            1,
+            "{s} ran after b5 was marked done"
+        );
+    }
+    assert_succeeded(&after);
+}
+
+#[test]
+fn kill9_mid_plain_step_stops_resume_then_rerun_repeats_exactly_it() {
+    let (work, steps, journal, before) = kill9_while_b5_runs(Slow::Plain);
+    assert_resume_refuses_b5(&work, &journal, &effects(&work));
+
+    let out = resume(&work, &["--in-doubt=rerun"]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &["b5"]);
+    assert_b5_rerun(&before, &read_records(&journal));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1c. SIGKILL in the middle of a journal write (torn record)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn torn_step_started_record_is_discarded_with_a_warning() {
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write("main.hcl", &render(&steps, |_| None));
+    // Line 20 is the step_started of s10: half of it is written, then the process dies,
+    // before s10's command.
+    apply_crashing_at(&work, "20:torn");
+    assert_eq!(effects(&work), each(&steps[..9], 1));
+    let journal = the_journal(&work);
+    let bytes = fs::read(&journal).unwrap();
+    assert!(!bytes.ends_with(b"\n"), "the last line is torn");
+    let intact = records_so_far(&journal);
+    assert_eq!(intact.len(), 19);
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    let name = journal.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        out.stderr.contains("ends with a torn record at line 20") && out.stderr.contains(&name),
+        "torn-record warning naming {name}\n{out}"
+    );
+    assert_each_once_except(&work, &steps, &[]);
+    // The torn bytes were cut: every line is intact, and the resume starts at line 20.
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&intact, &after);
+    assert!(of_kind(&after, "step_resolved").is_empty());
+    assert_eq!(
+        step_records(appended, "step_started", &addr("s10"))[0]["attempt"],
+        1
+    );
+    for s in &steps {
+        assert_eq!(
+            step_records(&after, "step_started", &addr(&s.name)).len(),
+            1,
+            "{}",
+            s.name
+        );
+    }
+    assert_succeeded(&after);
+}
+
+#[test]
+fn torn_step_finished_record_of_an_idempotent_step_reruns_it() {
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s10",
+            &effect_command("s10"),
+            "  idempotent = true\n",
+        ),
+    );
+    // Line 21 is the step_finished of s10: s10 ran, its finish is half written.
+    apply_crashing_at(&work, "21:torn");
+    assert_eq!(effects(&work), each(&steps[..10], 1));
+    let journal = the_journal(&work);
+    let intact = records_so_far(&journal);
+    assert_eq!(intact.len(), 20);
+    assert_eq!(in_doubt(&intact), BTreeSet::from([addr("s10")]));
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stderr.contains("ends with a torn record at line 21"),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &["s10"]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&intact, &after);
+    assert_eq!(resolution_of(appended, &addr("s10"))["resolution"], "rerun");
+    assert_succeeded(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Many kill points in a parallel procedure; a crash during resume
+// ---------------------------------------------------------------------------------------------
+
+/// 25 idempotent steps in three parallel chains and a join, killed before journal line N for
+/// several N (which steps are in flight then depends on scheduling). Whatever the state,
+/// resume completes; finished steps are not repeated; each in-doubt step is resolved `rerun`
+/// and its effect happens exactly once more; steps that never started run exactly once.
+#[test]
+fn sigkill_at_many_points_of_a_parallel_procedure() {
+    let steps = three_chains_and_join();
+    // 52 lines in all: run_started, 25 x (started, finished), run_finished.
+    for line in [3, 8, 15, 22, 29, 36, 43, 50, 52] {
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &render(&steps, |n| {
+                Some(Custom {
+                    command: effect_command(n),
+                    extra: "  idempotent = true\n".into(),
+                })
+            }),
+        );
+        apply_crashing_at(&work, &line.to_string());
+        // Let commands killed with opsctl (PR_SET_PDEATHSIG) die before counting.
+        thread::sleep(Duration::from_millis(200));
+        let journal = the_journal(&work);
+        let before = read_records(&journal);
+        assert_eq!(before.len(), line - 1, "kill at {line}: {before:#?}");
+        let doubt = in_doubt(&before);
+        let done = finished(&before);
+        let effects_before = effects(&work);
+        for s in &steps {
+            let a = addr(&s.name);
+            let n = effects_before.get(&s.name).copied().unwrap_or(0);
+            if done.contains(&a) {
+                assert_eq!(n, 1, "kill at {line}: finished {a} ran once");
+            } else if !doubt.contains(&a) {
+                assert_eq!(n, 0, "kill at {line}: {a} had not started");
+            } else {
+                assert!(n <= 1, "kill at {line}: in-doubt {a} ran at most once");
+            }
+        }
+
+        let out = resume(&work, &[]);
+        out.expect_success();
+        let after = read_records(&journal);
+        let appended = appended_by_resume(&before, &after);
+        let effects_after = effects(&work);
+        for s in &steps {
+            let a = addr(&s.name);
+            let n = effects_after.get(&s.name).copied().unwrap_or(0);
+            if doubt.contains(&a) {
+                assert_eq!(resolution_of(appended, &a)["resolution"], "rerun");
+                assert_eq!(
+                    n,
+                    effects_before.get(&s.name).copied().unwrap_or(0) + 1,
+                    "kill at {line}: in-doubt {a} re-ran exactly once"
+                );
+            } else {
+                assert_eq!(n, 1, "kill at {line}: {a} ran exactly once\n{out}");
+            }
+            if done.contains(&a) {
+                assert!(step_records(appended, "step_started", &a).is_empty());
+            }
+        }
+        assert_eq!(
+            of_kind(appended, "step_resolved").len(),
+            doubt.len(),
+            "kill at {line}: one resolution per in-doubt step"
+        );
+        assert_succeeded(&after);
+    }
+}
+
+#[test]
+fn a_crash_during_resume_is_resumed_again() {
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, "20"); // s1..s9 finished
+    let journal = the_journal(&work);
+
+    // The resuming process writes run_resumed (its line 1), then s10 started/finished
+    // (2, 3), s11 (4, 5), s12 (6, 7): killed before s13 starts.
+    let out = run(apply_cmd(&work, &["--resume", "--auto-approve"]).env(FAULT_ENV, "8"));
+    assert_eq!(out.code, -1, "{out}");
+    assert_eq!(effects(&work), each(&steps[..12], 1));
+    let middle = read_records(&journal);
+    assert!(in_doubt(&middle).is_empty());
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stdout
+            .contains("12 step(s) finished, 0 in doubt, 0 failed"),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &[]);
+    let after = read_records(&journal);
+    appended_by_resume(&middle, &after);
+    assert_eq!(of_kind(&after, "run_resumed").len(), 2);
+    for s in &steps {
+        assert_eq!(
+            step_records(&after, "step_started", &addr(&s.name)).len(),
+            1,
+            "{}",
+            s.name
+        );
+    }
+    assert_succeeded(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Ctrl-C and SIGTERM
+// ---------------------------------------------------------------------------------------------
+
+/// `s1` (slow: 2 s) then `s2..s5`. One `signal` once `s1` runs: `s1` finishes, nothing else
+/// starts, exit 1 with `run_interrupted`; resume finishes the rest without repeats.
+fn interrupt_once_with(signal: &str) {
+    let work = Workdir::new();
+    let steps = linear(5);
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s1",
+            "touch started-s1; sleep 2; echo s1 >> effects.log",
+            "",
+        ),
+    );
+    let mut bg = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "apply");
+    let marker = work.path().join("started-s1");
+    bg.wait_for("s1 to start", || marker.exists());
+    send_signal(bg.pid(), signal);
+    let out = bg.wait();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("Apply interrupted")
+            && out.stderr.contains("Continue with `opsctl apply --resume`"),
+        "{out}"
+    );
+    assert_eq!(
+        effects(&work),
+        each(&steps[..1], 1),
+        "s1 finished, nothing else ran"
+    );
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(step_records(&before, "step_finished", &addr("s1")).len(), 1);
+    for s in &steps[1..] {
+        assert!(
+            step_records(&before, "step_started", &addr(&s.name)).is_empty(),
+            "{} must not start after the interrupt: {before:#?}",
+            s.name
+        );
+    }
+    assert_eq!(
+        kind(before.last().unwrap()),
+        "run_interrupted",
+        "{before:#?}"
+    );
+    assert!(of_kind(&before, "run_finished").is_empty());
+    assert!(
+        !lock_path(&work).exists(),
+        "an interrupted apply releases the lock"
+    );
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stdout.contains(&format!("{}: {SKIPPED}", addr("s1"))),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &[]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    assert!(step_records(appended, "step_started", &addr("s1")).is_empty());
+    assert!(of_kind(appended, "step_resolved").is_empty());
+    assert_succeeded(&after);
+}
+
+#[test]
+fn ctrl_c_lets_the_running_step_finish_and_resume_does_the_rest() {
+    interrupt_once_with("INT");
+}
+
+#[test]
+fn sigterm_lets_the_running_step_finish_and_resume_does_the_rest() {
+    interrupt_once_with("TERM");
+}
+
+#[test]
+fn second_ctrl_c_abandons_the_running_step_which_resume_reruns() {
+    let work = Workdir::new();
+    let steps = linear(4);
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s1",
+            &slow_once_command("s1", ""),
+            "  idempotent = true\n",
+        ),
+    );
+    let mut bg = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "apply");
+    let marker = work.path().join("started-s1");
+    bg.wait_for("s1 to start", || marker.exists());
+    let shell: u32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    send_signal(bg.pid(), "INT");
+    let stdout = bg.stdout.clone();
+    bg.wait_for("the first interrupt to be noticed", || {
+        fs::read_to_string(&stdout).is_ok_and(|s| s.contains("interrupt received"))
+    });
+    send_signal(bg.pid(), "INT");
+    let started = Instant::now();
+    let out = bg.wait();
+    out.expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the second interrupt must not wait for s1 (~30 s)"
+    );
+    assert!(out.stderr.contains("Apply interrupted"), "{out}");
+    wait_until("s1's command to be killed", || process_gone(shell));
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(in_doubt(&before), BTreeSet::from([addr("s1")]));
+    let last = before.last().unwrap();
+    assert_eq!(kind(last), "run_interrupted", "{before:#?}");
+    assert_eq!(effects(&work), each(&steps[..1], 1));
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert_each_once_except(&work, &steps, &["s1"]);
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    assert_eq!(resolution_of(appended, &addr("s1"))["resolution"], "rerun");
+    assert_succeeded(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The state lock
+// ---------------------------------------------------------------------------------------------
+
+const SLOW_NOOP: &str = r#"
+step "noop" "wait" {
+  delay = "5s"
+}
+
+step "exec" "after" {
+  command    = "echo after >> effects.log"
+  depends_on = [step.noop.wait]
+}
+"#;
+
+#[test]
+fn lock_blocks_a_second_apply_and_a_stale_lock_is_taken_over() {
+    let work = Workdir::new();
+    work.write("main.hcl", SLOW_NOOP);
+
+    // A running apply holds the lock.
+    let mut first = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "first");
+    first.wait_for("the lock file", || lock_info(&work).is_some());
+    let info = lock_info(&work).unwrap();
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(info["pid"], first.pid(), "{info}");
+    assert_eq!(info["operation"], "apply", "{info}");
+    let holder = format!(
+        "{}@{}",
+        info["who"].as_str().unwrap(),
+        info["host"].as_str().unwrap()
+    );
+    let lock_bytes = fs::read(lock_path(&work)).unwrap();
+
+    let second = apply(&work);
+    second.expect_code(1);
+    let pid = first.pid().to_string();
+    for needle in [id.as_str(), pid.as_str(), holder.as_str(), "locked"] {
+        assert!(
+            second.stderr.contains(needle),
+            "the refusal must name the holder ({needle:?})\n{second}"
+        );
+    }
+    let second_resume = resume(&work, &[]);
+    second_resume.expect_code(1);
+    assert!(second_resume.stderr.contains(&id), "{second_resume}");
+
+    let wrong = run(opsctl(&work, None).args(["force-unlock", "0123456789abcdef0123456789abcdef"]));
+    assert_ne!(
+        wrong.code, 0,
+        "force-unlock with a wrong ID must fail\n{wrong}"
+    );
+    assert!(wrong.stderr.contains(&id), "{wrong}");
+    assert_eq!(
+        fs::read(lock_path(&work)).unwrap(),
+        lock_bytes,
+        "the lock is untouched by the refusals"
+    );
+
+    let out = first.wait();
+    out.expect_success();
+    assert!(!lock_path(&work).exists(), "released at the end");
+    assert_eq!(
+        journal_files(&work).len(),
+        1,
+        "the refused applies started no run"
+    );
+    assert_eq!(effects(&work), BTreeMap::from([("after".to_string(), 1)]));
+
+    // A new run is SIGKILLed while the noop waits: its lock file stays, no process holds it.
+    let mut killed = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "killed");
+    killed.wait_for("the noop to start in the second run", || {
+        journal_files(&work).len() == 2
+            && !step_records(
+                &records_so_far(&journal_files(&work)[1]),
+                "step_started",
+                "step.noop.wait",
+            )
+            .is_empty()
+    });
+    let stale = lock_info(&work).expect("lock of the running apply");
+    assert_eq!(stale["pid"], killed.pid());
+    let stale_id = stale["id"].as_str().unwrap().to_string();
+    killed.kill9();
+    assert!(
+        lock_path(&work).exists(),
+        "a killed apply leaves its lock file"
+    );
+
+    // The in-doubt noop needs a decision: see
+    // `in_doubt_noop_step_is_rerun_because_it_is_declared_idempotent`.
+    let out = resume(&work, &["--in-doubt=rerun"]);
+    out.expect_success();
+    assert!(
+        out.stderr.contains("took over a stale lock") && out.stderr.contains(&stale_id),
+        "{out}"
+    );
+    assert!(!lock_path(&work).exists());
+    assert_eq!(effects(&work), BTreeMap::from([("after".to_string(), 2)]));
+    let records = read_records(&journal_files(&work)[1]);
+    assert_eq!(of_kind(&records, "run_resumed").len(), 1);
+    assert_succeeded(&records);
+
+    // A lock left by a crash can also be removed by its ID; the resume then takes no stale lock.
+    apply_crashing_at(&work, "2");
+    let left = lock_info(&work).expect("lock left by the crash");
+    let left_id = left["id"].as_str().unwrap();
+    let unlock = run(opsctl(&work, None).args(["force-unlock", left_id]));
+    unlock.expect_success();
+    assert!(
+        !lock_path(&work).exists(),
+        "force-unlock removes the lock file"
+    );
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(!out.stderr.contains("stale lock"), "{out}");
+    assert_eq!(effects(&work), BTreeMap::from([("after".to_string(), 3)]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A damaged journal
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn damaged_middle_line_stops_resume_and_changes_nothing() {
+    let work = Workdir::new();
+    let steps = linear(24);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, "20");
+    let journal = the_journal(&work);
+
+    // Flip one byte in the middle of line 5 (the step_finished of s2) of 19 lines.
+    let mut bytes = fs::read(&journal).unwrap();
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
+    let (start, end) = (starts[4], starts[5] - 1);
+    let pos = (start + 9..end)
+        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
+        .expect("a letter to flip");
+    bytes[pos] ^= 0x01;
+    fs::write(&journal, &bytes).unwrap();
+
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    let name = journal.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        out.stderr.contains(&name) && out.stderr.contains("is damaged at line 5"),
+        "the error names the file and line 5\n{out}"
+    );
+    assert_eq!(
+        fs::read(&journal).unwrap(),
+        bytes,
+        "journal bytes unchanged"
+    );
+    assert_eq!(effects(&work), each(&steps[..9], 1), "nothing ran");
+    assert_eq!(journal_files(&work).len(), 1, "no new run");
+    assert!(
+        !lock_path(&work).exists(),
+        "the failed resume released the lock"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Resume refusals
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn resume_with_no_runs_or_after_success_has_nothing_to_resume() {
+    let work = Workdir::new();
+    let steps = linear(3);
+    work.write("main.hcl", &render(&steps, |_| None));
+
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("nothing to resume"), "{out}");
+    assert!(effects(&work).is_empty());
+
+    apply(&work).expect_success();
+    let journal = the_journal(&work);
+    let bytes = fs::read(&journal).unwrap();
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    let id = journal.file_stem().unwrap().to_string_lossy().into_owned();
+    assert!(
+        out.stderr.contains("nothing to resume") && out.stderr.contains(&id),
+        "{out}"
+    );
+    assert_eq!(fs::read(&journal).unwrap(), bytes);
+    assert_each_once_except(&work, &steps, &[]);
+}
+
+#[test]
+fn resume_refuses_a_configuration_changed_since_the_crash() {
+    let work = Workdir::new();
+    let steps = linear(24);
+    let original = render(&steps, |_| None);
+    work.write("main.hcl", &original);
+    apply_crashing_at(&work, "20");
+    let journal = the_journal(&work);
+    let bytes = fs::read(&journal).unwrap();
+    let id = journal.file_stem().unwrap().to_string_lossy().into_owned();
+
+    work.write(
+        "main.hcl",
+        &render_with(&steps, "s15", "echo s15-changed >> effects.log", ""),
+    );
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("the configuration changed since run `{id}`")),
+        "{out}"
+    );
+    assert_eq!(fs::read(&journal).unwrap(), bytes, "journal unchanged");
+    assert_eq!(effects(&work), each(&steps[..9], 1), "nothing ran");
+
+    // With the configuration restored, the run resumes.
+    work.write("main.hcl", &original);
+    resume(&work, &[]).expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// In doubt: a step type that declares itself idempotent
+// ---------------------------------------------------------------------------------------------
+
+/// `noop` declares itself idempotent (`Noop::idempotent` is `true`: it has no side
+/// effects), so resume must repeat an in-doubt noop without asking, like an exec step with
+/// `idempotent = true`.
+#[test]
+fn in_doubt_noop_step_is_rerun_because_it_is_declared_idempotent() {
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        r#"
+step "exec" "first" {
+  command = "echo first >> effects.log"
+}
+
+step "noop" "barrier" {
+  depends_on = [step.exec.first]
+}
+
+step "exec" "last" {
+  command    = "echo last >> effects.log"
+  depends_on = [step.noop.barrier]
+}
+"#,
+    );
+    // Lines: 1 run_started, 2-3 first, 4 started barrier, 5 finished barrier (killed).
+    apply_crashing_at(&work, "5");
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(
+        in_doubt(&before),
+        BTreeSet::from(["step.noop.barrier".to_string()])
+    );
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    let after = read_records(&journal);
+    let appended = appended_by_resume(&before, &after);
+    assert_eq!(
+        resolution_of(appended, "step.noop.barrier")["resolution"],
+        "rerun"
+    );
+    assert_eq!(
+        effects(&work),
+        BTreeMap::from([("first".to_string(), 1), ("last".to_string(), 1)])
+    );
+    assert_succeeded(&after);
+}
