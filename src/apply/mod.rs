@@ -577,28 +577,14 @@ async fn run_step_inner(
                     Ok(c) => action = c.action,
                     Err(msg) => {
                         let msg = fail(msg);
-                        journal
-                            .append(&Record::StepFailed {
-                                step: inst.address.clone(),
-                                at: now_rfc3339(),
-                                error: msg.clone(),
-                            })
-                            .await?;
-                        return Ok(StepResult::Failed(msg));
+                        return record_failure(journal, &inst.address, msg).await;
                     }
                 }
                 observed_before = state;
             }
             Err(e) => {
                 let msg = fail(format!("reading before apply: {e}"));
-                journal
-                    .append(&Record::StepFailed {
-                        step: inst.address.clone(),
-                        at: now_rfc3339(),
-                        error: msg.clone(),
-                    })
-                    .await?;
-                return Ok(StepResult::Failed(msg));
+                return record_failure(journal, &inst.address, msg).await;
             }
         }
     }
@@ -641,14 +627,7 @@ async fn run_step_inner(
         Ok(o) => o,
         Err(msg) => {
             let msg = fail(msg);
-            journal
-                .append(&Record::StepFailed {
-                    step: inst.address.clone(),
-                    at: now_rfc3339(),
-                    error: msg.clone(),
-                })
-                .await?;
-            return Ok(StepResult::Failed(msg));
+            return record_failure(journal, &inst.address, msg).await;
         }
     };
     // Verify: the recorded result is what the API says.
@@ -679,28 +658,14 @@ async fn run_step_inner(
                             "applied, but the target does not show the change: {}",
                             diffs.join(", ")
                         ));
-                        journal
-                            .append(&Record::StepFailed {
-                                step: inst.address.clone(),
-                                at: now_rfc3339(),
-                                error: msg.clone(),
-                            })
-                            .await?;
-                        return Ok(StepResult::Failed(msg));
+                        return record_failure(journal, &inst.address, msg).await;
                     }
                 }
                 observed = state.unwrap_or(Json::Null);
             }
             Err(e) => {
                 let msg = fail(format!("verifying after apply: {e}"));
-                journal
-                    .append(&Record::StepFailed {
-                        step: inst.address.clone(),
-                        at: now_rfc3339(),
-                        error: msg.clone(),
-                    })
-                    .await?;
-                return Ok(StepResult::Failed(msg));
+                return record_failure(journal, &inst.address, msg).await;
             }
         }
     }
@@ -718,6 +683,22 @@ async fn run_step_inner(
         outputs,
         elapsed: started.elapsed(),
     })
+}
+
+/// Journals a step failure durably; returns the failed result.
+async fn record_failure(
+    journal: &JournalWriter,
+    step: &str,
+    msg: String,
+) -> Result<StepResult, StateError> {
+    journal
+        .append(&Record::StepFailed {
+            step: step.to_string(),
+            at: now_rfc3339(),
+            error: msg.clone(),
+        })
+        .await?;
+    Ok(StepResult::Failed(msg))
 }
 
 fn show(v: &Option<Json>) -> String {

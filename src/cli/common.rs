@@ -60,6 +60,25 @@ pub fn var_inputs(args: &VarArgs) -> Result<VarInputs, String> {
     Ok(inputs)
 }
 
+/// Loads the configuration and resolves its variables from `args`, printing any problem.
+/// `lenient` leaves missing required variables unknown (for `validate`).
+///
+/// Returns None after printing the diagnostics when anything is wrong.
+pub fn load_with_vars(
+    args: &VarArgs,
+    lenient: bool,
+) -> Option<(Loaded, hcl::Map<String, hcl::Value>)> {
+    let loaded = load().map_err(|d| print_diags(&d)).ok()?;
+    let inputs = var_inputs(args).map_err(|msg| print_error(&msg)).ok()?;
+    let resolved = if lenient {
+        crate::plan::vars::resolve_lenient(&loaded.config, &inputs)
+    } else {
+        crate::plan::vars::resolve(&loaded.config, &inputs)
+    };
+    let vars = resolved.map_err(|d| print_diags(&d)).ok()?;
+    Some((loaded, vars))
+}
+
 /// Prints diagnostics to standard error.
 pub fn print_diags(d: &Diagnostics) {
     eprint!("{d}");

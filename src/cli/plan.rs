@@ -3,32 +3,14 @@
 use crate::plan::{plan, PlanError, PlanOptions};
 use crate::render;
 
-use super::common::{load, print_diags, print_error, var_inputs};
+use super::common::{load_with_vars, print_diags};
 use super::{exit, PlanArgs};
 
 /// Runs `plan`; returns the exit code (with `--detailed-exitcode`: 0 nothing to do,
 /// 2 changes pending, 1 error).
 pub async fn run(args: PlanArgs) -> i32 {
-    let loaded = match load() {
-        Ok(l) => l,
-        Err(d) => {
-            print_diags(&d);
-            return exit::ERROR;
-        }
-    };
-    let inputs = match var_inputs(&args.vars) {
-        Ok(i) => i,
-        Err(msg) => {
-            print_error(&msg);
-            return exit::ERROR;
-        }
-    };
-    let vars = match crate::plan::vars::resolve(&loaded.config, &inputs) {
-        Ok(v) => v,
-        Err(d) => {
-            print_diags(&d);
-            return exit::ERROR;
-        }
+    let Some((loaded, vars)) = load_with_vars(&args.vars, false) else {
+        return exit::ERROR;
     };
     let opts = PlanOptions {
         parallelism: args.parallelism as usize,

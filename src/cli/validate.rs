@@ -2,31 +2,13 @@
 
 use crate::plan::{plan, PlanError, PlanOptions};
 
-use super::common::{load, print_diags, print_error, var_inputs};
+use super::common::{load_with_vars, print_diags};
 use super::{exit, VarArgs};
 
 /// Runs `validate`; returns the exit code.
 pub async fn run(args: VarArgs) -> i32 {
-    let loaded = match load() {
-        Ok(l) => l,
-        Err(d) => {
-            print_diags(&d);
-            return exit::ERROR;
-        }
-    };
-    let inputs = match var_inputs(&args) {
-        Ok(i) => i,
-        Err(msg) => {
-            print_error(&msg);
-            return exit::ERROR;
-        }
-    };
-    let vars = match crate::plan::vars::resolve_lenient(&loaded.config, &inputs) {
-        Ok(v) => v,
-        Err(d) => {
-            print_diags(&d);
-            return exit::ERROR;
-        }
+    let Some((loaded, vars)) = load_with_vars(&args, true) else {
+        return exit::ERROR;
     };
     let opts = PlanOptions {
         read: false,
