@@ -117,13 +117,14 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{:gutter$}--> {}", "", loc.location)?;
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{} | {}", loc.line, loc.source_line)?;
-            writeln!(
-                f,
-                "{:gutter$} | {}{}",
-                "",
-                " ".repeat(loc.col - 1),
-                "^".repeat(loc.width)
-            )?;
+            // Keep tabs under tabs so that the carets line up however tabs are shown.
+            let pad: String = loc
+                .source_line
+                .chars()
+                .take(loc.col - 1)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            writeln!(f, "{:gutter$} | {pad}{}", "", "^".repeat(loc.width))?;
         }
         for note in &self.notes {
             writeln!(f, "  = note: {note}")?;
@@ -191,3 +192,25 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SourceFile, Span};
+
+    #[test]
+    fn renders_location_source_line_and_carets_under_tabs() {
+        let sources = Sources {
+            files: vec![SourceFile::new("main.hcl", "a = 1\n\tb = bad\n")],
+        };
+        let mut d = Diagnostic::error("bad value").with_span(Span {
+            file: 0,
+            range: 11..14,
+        });
+        d.locate(&sources);
+        assert_eq!(
+            d.to_string(),
+            "error: bad value\n --> main.hcl:2:6\n  |\n2 | \tb = bad\n  | \t    ^^^\n"
+        );
+    }
+}
