@@ -1474,3 +1474,81 @@ step "exec" "last" {
     );
     assert_succeeded(&after);
 }
+
+/// A sensitive variable is never written to the journal in clear; resume asks for it again
+/// and checks it against the recorded digest.
+#[test]
+fn sensitive_variable_stays_out_of_the_journal_and_is_resupplied_on_resume() {
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        r#"
+variable "token" {
+  type      = string
+  sensitive = true
+}
+variable "who" {
+  type    = string
+  default = "ops"
+}
+step "exec" "a" {
+  command = "echo a >> effects.log"
+}
+step "exec" "b" {
+  command    = "echo b >> effects.log"
+  depends_on = [step.exec.a]
+}
+"#,
+    );
+    let secret = "s3cr3t-value-123";
+    let out = run(apply_cmd(&work, &["--auto-approve"])
+        .env(FAULT_ENV, "4")
+        .env("OPSCTL_VAR_token", secret));
+    assert_eq!(out.code, -1, "{out}");
+    let journal = std::fs::read_to_string(the_journal(&work)).unwrap();
+    assert!(!journal.contains(secret), "secret in journal:\n{journal}");
+    assert!(journal.contains("\"sensitive\":true"), "{journal}");
+    assert!(journal.contains("\"who\":\"ops\""), "{journal}");
+
+    // Without the secret, resume refuses and names the variable.
+    let out = resume(&work, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("variable `token` is sensitive"),
+        "{out}"
+    );
+    // With a different value, resume refuses.
+    let out = run(&mut apply_cmd(
+        &work,
+        &["--resume", "--auto-approve", "--var", "token=other"],
+    ));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("differs from the one the run started with"),
+        "{out}"
+    );
+    // A non-sensitive variable cannot be changed on resume.
+    let out = run(&mut apply_cmd(
+        &work,
+        &["--resume", "--auto-approve", "--var", "who=me"],
+    ));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("can only re-supply a sensitive variable"),
+        "{out}"
+    );
+    // With the same value, resume finishes.
+    let out =
+        run(apply_cmd(&work, &["--resume", "--auto-approve"]).env("OPSCTL_VAR_token", secret));
+    assert_eq!(out.code, 0, "{out}");
+    let effects = work.read("effects.log");
+    assert_eq!(
+        effects.lines().filter(|l| *l == "b").count(),
+        1,
+        "{effects}"
+    );
+    let journal = std::fs::read_to_string(the_journal(&work)).unwrap();
+    assert!(!journal.contains(secret), "secret in journal:\n{journal}");
+}

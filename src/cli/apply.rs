@@ -58,11 +58,24 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             return Ok(exit::ERROR);
         }
     };
-    if args.resume && (!args.vars.vars.is_empty() || !args.vars.var_files.is_empty()) {
-        return Err(
-            "`--resume` reuses the variables of the run it resumes; drop `--var` and `--var-file`"
-                .into(),
-        );
+    if args.resume {
+        let sensitive = |name: &str| {
+            loaded
+                .config
+                .variables
+                .iter()
+                .any(|v| v.name == name && v.sensitive)
+        };
+        let given = args
+            .vars
+            .vars
+            .iter()
+            .filter_map(|v| v.split_once('=').map(|(n, _)| n.trim().to_string()));
+        if let Some(name) = given.into_iter().find(|n| !sensitive(n)) {
+            return Err(format!(
+                "`--resume` reuses the variables of the run it resumes; `--var {name}=...` can only re-supply a sensitive variable"
+            ));
+        }
     }
 
     // Lock before reading anything, so that the plan we show is the plan we apply.
@@ -120,10 +133,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 short(&loaded.config.digest)
             ));
         }
-        let vars: hcl::Map<String, hcl::Value> = variables
-            .iter()
-            .map(|(k, v)| (k.clone(), crate::config::eval::from_json(v)))
-            .collect();
+        let vars = resumed_variables(&loaded.config, variables, &args.vars)?;
         println!(
             "Resuming run {id}: {} step(s) finished, {} in doubt, {} failed.",
             r.finished.len(),
@@ -231,10 +241,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 format_version: journal::JOURNAL_FORMAT_VERSION,
                 operation: "apply".into(),
                 config_digest: loaded.config.digest.clone(),
-                variables: variables
-                    .iter()
-                    .map(|(k, v)| (k.clone(), crate::config::eval::to_json(v)))
-                    .collect(),
+                variables: journal_variables(&loaded.config, &variables),
                 who: current_user(),
                 host: hostname(),
                 pid: std::process::id(),
@@ -306,6 +313,79 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     }
     lock.release().map_err(|e| e.to_string())?;
     Ok(code)
+}
+
+/// Variables as the journal records them: sensitive values are replaced by a SHA-256 digest,
+/// so that the journal never holds a secret in clear.
+fn journal_variables(
+    config: &crate::config::Config,
+    variables: &hcl::Map<String, hcl::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    variables
+        .iter()
+        .map(|(k, v)| {
+            let json = crate::config::eval::to_json(v);
+            let sensitive = config.variables.iter().any(|d| &d.name == k && d.sensitive);
+            let recorded = if sensitive {
+                serde_json::json!({ "sensitive": true, "sha256": digest(&json) })
+            } else {
+                json
+            };
+            (k.clone(), recorded)
+        })
+        .collect()
+}
+
+fn digest(v: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(v.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The variables of a resumed run: recorded values, and sensitive ones supplied again
+/// (`OPSCTL_VAR_name`, `--var`, `--var-file`) and checked against the recorded digest.
+fn resumed_variables(
+    config: &crate::config::Config,
+    recorded: &serde_json::Map<String, serde_json::Value>,
+    args: &super::VarArgs,
+) -> Result<hcl::Map<String, hcl::Value>, String> {
+    let mut out = hcl::Map::new();
+    let mut supplied: Option<hcl::Map<String, hcl::Value>> = None;
+    for (name, value) in recorded {
+        let Some(want) = value
+            .get("sensitive")
+            .filter(|s| s.as_bool() == Some(true))
+            .and(value.get("sha256"))
+            .and_then(serde_json::Value::as_str)
+        else {
+            out.insert(name.clone(), crate::config::eval::from_json(value));
+            continue;
+        };
+        if supplied.is_none() {
+            let inputs = var_inputs(args)?;
+            supplied = Some(
+                crate::plan::vars::resolve_lenient(config, &inputs).map_err(|d| d.to_string())?,
+            );
+        }
+        let v = supplied
+            .as_ref()
+            .and_then(|s| s.get(name))
+            .filter(|v| !crate::config::eval::is_unknown(v))
+            .ok_or_else(|| {
+                format!(
+                    "variable `{name}` is sensitive, so the journal holds only its digest; supply it again to resume, with `OPSCTL_VAR_{name}` or `--var {name}=...`"
+                )
+            })?;
+        if digest(&crate::config::eval::to_json(v)) != want {
+            return Err(format!(
+                "the value given for sensitive variable `{name}` differs from the one the run started with"
+            ));
+        }
+        out.insert(name.clone(), v.clone());
+    }
+    Ok(out)
 }
 
 fn short(digest: &str) -> &str {
