@@ -312,6 +312,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         print!("{}", render::outputs_text(&outputs));
     }
     lock.release().map_err(|e| e.to_string())?;
+    super::common::leak_at_exit((plan, loaded, outcome));
     Ok(code)
 }
 

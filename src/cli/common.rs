@@ -79,6 +79,13 @@ pub fn load_with_vars(
     Some((loaded, vars))
 }
 
+/// Leaves a large structure (a plan, a configuration) to the OS instead of freeing it: the
+/// process exits right after, and freeing 10,000 steps' worth of small allocations one by one
+/// costs more than the exit (measured in BENCHMARKS.md).
+pub fn leak_at_exit<T>(value: T) {
+    std::mem::forget(value);
+}
+
 /// Prints diagnostics to standard error.
 pub fn print_diags(d: &Diagnostics) {
     eprint!("{d}");

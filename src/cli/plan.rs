@@ -27,11 +27,13 @@ pub async fn run(args: PlanArgs) -> i32 {
     {
         Ok((p, _)) => {
             print!("{}", render::plan_text(&p));
-            if args.detailed_exitcode && p.has_changes() {
+            let code = if args.detailed_exitcode && p.has_changes() {
                 exit::CHANGES
             } else {
                 exit::OK
-            }
+            };
+            super::common::leak_at_exit((p, loaded));
+            code
         }
         Err(PlanError::Diagnostics(d)) => {
             print_diags(&d);
