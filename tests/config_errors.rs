@@ -689,3 +689,38 @@ step "exec" "after" {
         "a later step ran\n{out}"
     );
 }
+
+#[test]
+fn sensitive_values_are_masked_in_the_plan_and_outputs_must_say_so() {
+    let hcl = r#"
+variable "password" {
+  type      = string
+  sensitive = true
+}
+locals {
+  dsn = "postgres://app:${var.password}@db"
+}
+step "exec" "rotate" {
+  command = "echo ${local.dsn} > /dev/null"
+}
+output "dsn" {
+  value     = local.dsn
+  sensitive = true
+}
+"#;
+    let (_work, out) = opsctl_with(hcl, &["plan", "--var", "password=hunter2-secret"]);
+    assert_eq!(out.code, 0, "{out}");
+    out_has(&out, "> command: (sensitive value)");
+    out_has(&out, "dsn = (sensitive value)");
+    assert!(!out.stdout.contains("hunter2-secret"), "{out}");
+
+    let leaky = hcl.replace("  sensitive = true\n}\n\"#", "}\n\"#");
+    let leaky = leaky.replace(
+        "output \"dsn\" {\n  value     = local.dsn\n  sensitive = true\n}",
+        "output \"dsn\" {\n  value = local.dsn\n}",
+    );
+    let (_work, out) = opsctl_with(&leaky, &["plan", "--var", "password=hunter2-secret"]);
+    assert_eq!(out.code, 1, "{out}");
+    err_has(&out, "output `dsn` refers to a sensitive value");
+    assert!(!out.stderr.contains("hunter2-secret"), "{out}");
+}

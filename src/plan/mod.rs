@@ -78,6 +78,9 @@ pub struct Instance {
     pub planned_outputs: Json,
     /// `each.value` of a `for_each` instance.
     pub each_value: Option<Json>,
+    /// Arguments whose value derives from a `sensitive` variable: shown as
+    /// `(sensitive value)`.
+    pub sensitive_args: Vec<String>,
 }
 
 /// Counts for the summary line.
@@ -538,11 +541,21 @@ pub async fn plan(
     let mut instances: Vec<Instance> = Vec::with_capacity(config.blocks.len());
     let mut block_instances: Vec<Vec<usize>> = vec![Vec::new(); config.blocks.len()];
     let mut providers: Option<Arc<Providers>> = None;
+    // `var.X` and `local.Y` addresses whose values are sensitive.
+    let mut sensitive: std::collections::HashSet<String> = config
+        .variables
+        .iter()
+        .filter(|v| v.sensitive)
+        .map(|v| format!("var.{}", v.name))
+        .collect();
 
     for node in &cgraph.order {
         match *node {
             Node::Local(i) => {
                 let attr = &config.locals[i].attr;
+                if is_sensitive(attr, &sensitive) {
+                    sensitive.insert(format!("local.{}", attr.name));
+                }
                 let scope = PlanScope {
                     vars: &variables,
                     locals: &locals,
@@ -755,6 +768,12 @@ pub async fn plan(
                                 before: None,
                                 planned_outputs,
                                 each_value: each.as_ref().map(|(_, v)| to_json(v)),
+                                sensitive_args: block
+                                    .args
+                                    .iter()
+                                    .filter(|a| is_sensitive(a, &sensitive))
+                                    .map(|a| a.name.clone())
+                                    .collect(),
                             });
                             values.push((key, value));
                         }
@@ -965,6 +984,16 @@ pub async fn plan(
         .collect();
     let mut outputs = Vec::new();
     for o in &plan.config.outputs {
+        if !o.sensitive && is_sensitive(&o.value, &sensitive) {
+            diags.push(diag_at(
+                format!(
+                    "output `{}` refers to a sensitive value; add `sensitive = true` to the output to show it as `(sensitive value)`",
+                    o.name
+                ),
+                &o.value.span,
+            ));
+            continue;
+        }
         match plan.evaluate_with_outputs(&o.value, &known) {
             Ok(v) => outputs.push((o.name.clone(), v, o.sensitive)),
             Err(d) => diags.push(d),
@@ -976,6 +1005,17 @@ pub async fn plan(
     }
     plan.outputs = outputs;
     Ok((plan, providers))
+}
+
+/// Whether an expression refers to a sensitive variable or local.
+fn is_sensitive(attr: &Attr, sensitive: &std::collections::HashSet<String>) -> bool {
+    !sensitive.is_empty()
+        && attr.refs.iter().any(|r| {
+            matches!(
+                r.root,
+                crate::config::RefRoot::Var | crate::config::RefRoot::Local
+            ) && sensitive.contains(&r.subject())
+        })
 }
 
 /// The instance dependency graph: node `i` is `instances[i]`, edges from dependency to

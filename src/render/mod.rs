@@ -122,7 +122,23 @@ pub fn plan_text(plan: &Plan) -> String {
             }
             let _ = writeln!(out, "  {} {}", inst.change.action.symbol(), inst.address);
             for f in &inst.change.fields {
-                render_field(&mut out, inst.change.action, f);
+                let last = f.path.rsplit('.').next().unwrap_or(&f.path);
+                if inst
+                    .sensitive_args
+                    .iter()
+                    .any(|a| a == &f.path || a == last)
+                {
+                    let sym = match (&f.before, &f.after) {
+                        (Some(b), Some(a)) if b == a => " ",
+                        (Some(_), Some(_)) => "~",
+                        (None, Some(_)) if inst.change.action == Action::Run => ">",
+                        (None, Some(_)) => "+",
+                        _ => "-",
+                    };
+                    let _ = writeln!(out, "      {sym} {}: (sensitive value)", f.path);
+                } else {
+                    render_field(&mut out, inst.change.action, f);
+                }
             }
             for line in &inst.change.summary {
                 let _ = writeln!(out, "      # {line}");
