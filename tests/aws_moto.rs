@@ -476,9 +476,9 @@ fn write_example(work: &Workdir) {
 }
 
 /// Sorts the blocks of independent steps (consecutive plan blocks with the same `after:`
-/// line) by address, and progress lines stably by that order, so that snapshots do not
-/// depend on the order opsctl happens to pick among them (see
-/// `plan_text_is_the_same_on_every_run`).
+/// line) by address, and progress lines stably by that order. The plan order itself is fixed
+/// (`plan_text_is_the_same_on_every_run` pins it); the progress lines of steps that run
+/// concurrently are not, so the apply snapshot needs this.
 fn canonical(text: &str) -> String {
     let mut paras: Vec<String> = text.split("\n\n").map(str::to_string).collect();
     let after = |p: &str| {
