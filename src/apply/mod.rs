@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::config::eval::{json_is_unknown, UNKNOWN};
 use crate::plan::{Plan, Providers};
 use crate::provider::{Action, Current, InDoubt, Registry};
-use crate::state::journal::{JournalWriter, Record, Replay};
+use crate::state::journal::{Durable, JournalWriter, Record, Replay};
 use crate::state::{now_rfc3339, StateError};
 
 /// Receives progress events from the engine.
@@ -247,6 +247,8 @@ enum StepResult {
         action: Action,
         outputs: Json,
         elapsed: Duration,
+        /// The queued `step_finished` record.
+        durable: Durable,
     },
     Failed(String),
 }
@@ -360,6 +362,7 @@ pub async fn execute(
     let mut set: tokio::task::JoinSet<(usize, StepResult)> = tokio::task::JoinSet::new();
     let mut running = 0usize;
     let mut halted = false;
+    let mut pending: Vec<Durable> = Vec::new();
     let mut reevaluated: HashMap<usize, crate::provider::Inputs> = HashMap::new();
     let attempts = |step: &str| {
         replay
@@ -431,6 +434,9 @@ pub async fn execute(
         if cancel.aborting() {
             set.abort_all();
             while set.join_next().await.is_some() {}
+            for d in pending.drain(..) {
+                d.wait().await?;
+            }
             outcome.status = RunStatus::Interrupted;
             reporter.notice(
                 "aborted: running steps were abandoned and are in doubt; `opsctl apply --resume` re-checks them",
@@ -469,7 +475,9 @@ pub async fn execute(
                 action,
                 outputs,
                 elapsed,
+                durable,
             } => {
+                pending.push(durable);
                 if action == Action::NoOp {
                     outcome.unchanged += 1;
                 } else {
@@ -508,6 +516,9 @@ pub async fn execute(
         }
     }
     outcome.not_started = remaining;
+    for d in pending.drain(..) {
+        d.wait().await?;
+    }
     if !outcome.failures.is_empty() {
         outcome.status = RunStatus::Failed;
         journal
@@ -590,19 +601,18 @@ async fn run_step_inner(
     }
     if action == Action::NoOp {
         let outputs = outputs_for_resolved(&inst.planned_outputs);
-        journal
-            .append(&Record::StepFinished {
-                step: inst.address.clone(),
-                at: now_rfc3339(),
-                action: Action::NoOp.as_str().into(),
-                outputs: outputs.clone(),
-                observed: observed_before.unwrap_or(Json::Null),
-            })
-            .await?;
+        let durable = journal.enqueue(&Record::StepFinished {
+            step: inst.address.clone(),
+            at: now_rfc3339(),
+            action: Action::NoOp.as_str().into(),
+            outputs: outputs.clone(),
+            observed: observed_before.unwrap_or(Json::Null),
+        })?;
         return Ok(StepResult::Finished {
             action,
             outputs,
             elapsed: started.elapsed(),
+            durable,
         });
     }
 
@@ -669,19 +679,20 @@ async fn run_step_inner(
             }
         }
     }
-    journal
-        .append(&Record::StepFinished {
-            step: inst.address.clone(),
-            at: now_rfc3339(),
-            action: action.as_str().into(),
-            outputs: outputs.clone(),
-            observed,
-        })
-        .await?;
+    // Queued, not waited for: the `step_started` of a dependent (which is waited for) or the
+    // run's last record carries it to disk, since the journal is synced in order.
+    let durable = journal.enqueue(&Record::StepFinished {
+        step: inst.address.clone(),
+        at: now_rfc3339(),
+        action: action.as_str().into(),
+        outputs: outputs.clone(),
+        observed,
+    })?;
     Ok(StepResult::Finished {
         action,
         outputs,
         elapsed: started.elapsed(),
+        durable,
     })
 }
 

@@ -745,6 +745,24 @@ impl JournalWriter {
         }
     }
 
+    /// Queue `record` now, in order after every record queued before it, and return a handle
+    /// to wait for its durability later. Because the journal is one append-only file synced
+    /// in order, any later record that is waited for makes this one durable too: apply
+    /// queues a step's `step_finished` and lets its dependents' `step_started` (which they
+    /// wait for) carry it to disk, saving one fsync wait per step in a chain.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append), for encoding or a stopped writer.
+    pub fn enqueue(&self, record: &Record) -> Result<Durable, StateError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(record, Reply::Async(tx))?;
+        Ok(Durable {
+            rx,
+            writer: self.clone(),
+        })
+    }
+
     /// Like [`append`](Self::append) but blocks the calling thread; for non-async callers.
     /// Do not call from inside an async task (it would block an executor thread).
     ///
@@ -773,6 +791,27 @@ impl JournalWriter {
         drop(tx);
         let _ = done.await;
         let _ = thread.join();
+    }
+}
+
+/// A queued record (see [`JournalWriter::enqueue`]); [`Durable::wait`] resolves once it is
+/// written and synced.
+pub struct Durable {
+    rx: oneshot::Receiver<BatchResult>,
+    writer: JournalWriter,
+}
+
+impl Durable {
+    /// Waits until the record is durable.
+    ///
+    /// # Errors
+    ///
+    /// As [`JournalWriter::append`].
+    pub async fn wait(self) -> Result<(), StateError> {
+        match self.rx.await {
+            Ok(result) => result.map_err(|f| self.writer.failure(f)),
+            Err(_) => Err(self.writer.stopped()),
+        }
     }
 }
 
