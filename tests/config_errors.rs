@@ -724,3 +724,40 @@ output "dsn" {
     err_has(&out, "output `dsn` refers to a sensitive value");
     assert!(!out.stderr.contains("hunter2-secret"), "{out}");
 }
+
+#[test]
+fn a_failed_command_does_not_print_or_journal_a_sensitive_value() {
+    let hcl = r#"
+variable "password" {
+  type      = string
+  sensitive = true
+}
+step "exec" "login" {
+  command = "echo using ${var.password} >&2; exit 4"
+}
+"#;
+    let work = Workdir::new();
+    work.write("main.hcl", hcl);
+    let out = run(opsctl(&work, None).args([
+        "apply",
+        "--auto-approve",
+        "--var",
+        "password=hunter2-secret",
+    ]));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("exited with status 4"), "{out}");
+    assert!(out.stderr.contains("(sensitive value)"), "{out}");
+    assert!(
+        !out.stderr.contains("hunter2-secret") && !out.stdout.contains("hunter2-secret"),
+        "{out}"
+    );
+    let journal_dir = work.path().join("state/journal");
+    for entry in std::fs::read_dir(journal_dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(text.contains("step_failed"), "{text}");
+        assert!(
+            !text.contains("hunter2-secret"),
+            "secret in journal:\n{text}"
+        );
+    }
+}

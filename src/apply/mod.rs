@@ -572,7 +572,9 @@ async fn run_step_inner(
     let st = registry.step(&inst.type_name).expect("validated type");
     let ctx = providers.context(inst).await;
     let started = Instant::now();
-    let fail = |msg: String| format!("`{}` on `{}`: {msg}", inst.address, inst.target);
+    // Failure messages go to the terminal and the journal: scrub sensitive values from them.
+    let fail =
+        |msg: String| plan.redact(&format!("`{}` on `{}`: {msg}", inst.address, inst.target));
 
     // Re-read the live target: earlier steps or people may have changed it since the plan.
     let mut action = inst.change.action;

@@ -173,6 +173,20 @@ impl Plan {
         Ok(inputs)
     }
 
+    /// Replaces every value of a `sensitive` variable in `text` by `(sensitive value)`, for
+    /// messages that reach the terminal or the journal (a failed command line, say).
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in self.config.variables.iter().filter(|v| v.sensitive) {
+            if let Some(Value::String(secret)) = self.variables.get(&v.name) {
+                if secret.len() >= 4 {
+                    out = out.replace(secret.as_str(), "(sensitive value)");
+                }
+            }
+        }
+        out
+    }
+
     /// Evaluates an expression (an output) with the actual outputs of finished steps.
     ///
     /// # Errors
