@@ -761,3 +761,27 @@ step "exec" "login" {
         );
     }
 }
+
+/// The exec step type end to end: plan of a change, apply, the effect visible afterwards, and a
+/// second plan that is all no-op (its `creates` guard now holds).
+#[test]
+fn exec_plan_apply_effect_then_no_op() {
+    let hcl = r#"step "exec" "record" {
+  command = "echo maintenance-2026 > window.txt"
+  creates = "window.txt"
+}
+"#;
+    let (work, out) = opsctl_with(hcl, &["plan", "--detailed-exitcode"]);
+    out.expect_code(2);
+    out_has(&out, "> command: \"echo maintenance-2026 > window.txt\"");
+    assert!(
+        !work.path().join("window.txt").exists(),
+        "plan must not run the command"
+    );
+    let out = run(opsctl(&work, None).args(["apply", "--auto-approve"]));
+    out.expect_success();
+    assert_eq!(work.read("window.txt"), "maintenance-2026\n");
+    let out = run(opsctl(&work, None).args(["plan", "--detailed-exitcode"]));
+    out.expect_success();
+    out_has(&out, "Plan: 0 to run, 0 to change, 1 unchanged.");
+}
