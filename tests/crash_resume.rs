@@ -1510,35 +1510,23 @@ step "exec" "b" {
     assert!(journal.contains("\"sensitive\":true"), "{journal}");
     assert!(journal.contains("\"who\":\"ops\""), "{journal}");
 
-    // Without the secret, resume refuses and names the variable.
-    let out = resume(&work, &[]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr.contains("variable `token` is sensitive"),
-        "{out}"
-    );
-    // With a different value, resume refuses.
-    let out = run(&mut apply_cmd(
-        &work,
-        &["--resume", "--auto-approve", "--var", "token=other"],
-    ));
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr
-            .contains("differs from the one the run started with"),
-        "{out}"
-    );
-    // A non-sensitive variable cannot be changed on resume.
-    let out = run(&mut apply_cmd(
-        &work,
-        &["--resume", "--auto-approve", "--var", "who=me"],
-    ));
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr
-            .contains("can only re-supply a sensitive variable"),
-        "{out}"
-    );
+    // Resume refuses: without the secret, with a different one, or when a non-sensitive
+    // variable is given again.
+    for (vars, expected) in [
+        (&[][..], "variable `token` is sensitive"),
+        (
+            &["--var", "token=other"][..],
+            "differs from the one the run started with",
+        ),
+        (
+            &["--var", "who=me"][..],
+            "can only re-supply a sensitive variable",
+        ),
+    ] {
+        let out = resume(&work, vars);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
+    }
     // With the same value, resume finishes.
     let out =
         run(apply_cmd(&work, &["--resume", "--auto-approve"]).env("OPSCTL_VAR_token", secret));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use tokio::sync::Notify;
 
-use crate::config::eval::{json_is_unknown, UNKNOWN};
+use crate::config::eval::{map_is_unknown, UNKNOWN};
 use crate::plan::{Plan, Providers};
 use crate::provider::{Action, Current, InDoubt, Registry};
 use crate::state::journal::{Durable, JournalWriter, Record, Replay};
@@ -172,7 +172,7 @@ pub async fn resolve_in_doubt(
         };
         let st = registry.step(&inst.type_name).expect("validated type");
         let ctx = providers.context(inst).await;
-        let verdict = if json_is_unknown(&Json::Object(inst.inputs.clone())) {
+        let verdict = if map_is_unknown(&inst.inputs) {
             InDoubt::CannotTell
         } else {
             st.in_doubt(&ctx, &inst.inputs)
@@ -192,11 +192,12 @@ pub async fn resolve_in_doubt(
             InDoubt::NotDone => out.push(InDoubtResolution {
                 step: step.clone(),
                 done: false,
-                reason: if st.idempotent(&inst.inputs) && !has_guard(&inst.inputs) {
-                    "declared idempotent: applying again".into()
-                } else {
-                    "re-read: its effect is not there; applying again".into()
-                },
+                reason: "re-read: its effect is not there; applying again".into(),
+            }),
+            InDoubt::Repeat => out.push(InDoubtResolution {
+                step: step.clone(),
+                done: false,
+                reason: "declared idempotent: applying again".into(),
             }),
             InDoubt::CannotTell => {
                 let c = choice.or_else(|| ask.and_then(|f| f(step)));
@@ -220,11 +221,6 @@ pub async fn resolve_in_doubt(
         return Err(ApplyError::InDoubt(undecided));
     }
     Ok(out)
-}
-
-/// Whether an `exec`-style step has a guard that re-checks its effect.
-fn has_guard(inputs: &crate::provider::Inputs) -> bool {
-    inputs.contains_key("creates") || inputs.contains_key("unless")
 }
 
 /// Outputs for a step marked done without being applied now: what the plan knew, with values
@@ -374,9 +370,12 @@ pub async fn execute(
         while !halted && !cancel.stopping() && running < parallelism.max(1) {
             let Some(i) = ready.pop_front() else { break };
             let inst = &plan.instances[i];
-            let inputs = if json_is_unknown(&Json::Object(inst.inputs.clone())) {
+            let inputs = if map_is_unknown(&inst.inputs) {
                 match plan.reevaluate(i, &outcome.outputs) {
-                    Ok(v) => v,
+                    Ok(v) => {
+                        reevaluated.insert(i, v.clone());
+                        v
+                    }
                     Err(mut d) => {
                         d.locate(&plan.config.sources);
                         let rendered = d.to_string();
@@ -384,13 +383,7 @@ pub async fn execute(
                             .trim_end()
                             .trim_start_matches("error: ")
                             .to_string();
-                        journal
-                            .append(&Record::StepFailed {
-                                step: inst.address.clone(),
-                                at: now_rfc3339(),
-                                error: msg.clone(),
-                            })
-                            .await?;
+                        record_failure(&journal, &inst.address, msg.clone()).await?;
                         reporter.step_failed(&inst.address, &msg);
                         outcome.failures.push((inst.address.clone(), msg));
                         remaining -= 1;
@@ -401,9 +394,6 @@ pub async fn execute(
             } else {
                 inst.inputs.clone()
             };
-            if inputs != inst.inputs {
-                reevaluated.insert(i, inputs.clone());
-            }
             let task = Task {
                 idx: i,
                 inputs,

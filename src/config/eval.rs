@@ -30,12 +30,17 @@ pub fn is_unknown(v: &Value) -> bool {
     }
 }
 
+/// Whether any value of an object (step inputs) is, or contains, an unknown value.
+pub fn map_is_unknown(map: &serde_json::Map<String, serde_json::Value>) -> bool {
+    map.values().any(json_is_unknown)
+}
+
 /// Whether a JSON value is, or contains, an unknown value.
 pub fn json_is_unknown(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::String(s) => s.contains(UNKNOWN),
         serde_json::Value::Array(items) => items.iter().any(json_is_unknown),
-        serde_json::Value::Object(map) => map.values().any(json_is_unknown),
+        serde_json::Value::Object(map) => map_is_unknown(map),
         _ => false,
     }
 }
@@ -77,12 +82,12 @@ fn functions_context() -> &'static Context<'static> {
 /// A diagnostic at the attribute's span: an undefined reference, a function error, a type error.
 pub fn evaluate(attr: &Attr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
     // Fast path: literals need no context at all.
-    if attr.refs.is_empty() && !attr.uses_functions {
+    if attr.refs.is_empty() && attr.functions.is_empty() {
         if let Some(v) = literal(&attr.expr) {
             return Ok(v);
         }
     }
-    let mut ctx = if attr.uses_functions {
+    let mut ctx = if !attr.functions.is_empty() {
         functions_context().clone()
     } else {
         Context::new()

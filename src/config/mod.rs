@@ -111,8 +111,6 @@ pub struct Attr {
     pub key_span: Span,
     /// Every reference the expression makes (`var.x`, `step.t.n`, ...).
     pub refs: Vec<Reference>,
-    /// Whether the expression calls any function.
-    pub uses_functions: bool,
     /// Functions the expression calls: name and span.
     pub functions: Vec<(String, Span)>,
 }
@@ -397,7 +395,6 @@ fn label_span(label: &hcl_edit::structure::BlockLabel) -> Option<Range<usize>> {
 fn make_attr(file: usize, attr: &hcl_edit::structure::Attribute) -> Attr {
     let (refs, functions) = refs::collect(file, &attr.value);
     Attr {
-        uses_functions: !functions.is_empty(),
         functions,
         name: attr.key.as_str().to_string(),
         expr: hcl::Expression::from(attr.value.clone()),

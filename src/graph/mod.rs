@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 
 use petgraph::algo::{has_path_connecting, tarjan_scc, toposort, DfsSpace};
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::Direction;
 
 use crate::config::refs::IndexKey;
 use crate::config::{BlockKind, Config, Diagnostic, Diagnostics, RefRoot, Reference, Span};
@@ -172,12 +171,11 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
         }
     };
 
-    for (i, l) in config.locals.iter().enumerate() {
+    for l in &config.locals {
         let from = index[&format!("local.{}", l.attr.name)];
         for r in &l.attr.refs {
             resolve(from, r, false, false, &mut diags);
         }
-        let _ = i;
     }
     for p in &config.providers {
         let from = index[&format!("provider.{}", p.key())];
@@ -411,7 +409,7 @@ fn check_block_schema(
             );
             continue;
         };
-        if a.refs.is_empty() && !a.uses_functions {
+        if a.refs.is_empty() && a.functions.is_empty() {
             if let Ok(v) = hcl::to_value(&a.expr).map(|v| crate::config::eval::to_json(&v)) {
                 if matches!(
                     a.expr,
@@ -538,7 +536,6 @@ pub fn unordered_writers<N, E>(
             }
         }
     }
-    let _ = Direction::Incoming;
     diags
 }
 

@@ -98,8 +98,6 @@ pub struct Counts {
 pub struct Plan {
     /// The configuration it came from.
     pub config: Arc<Config>,
-    /// Its graph.
-    pub graph: Arc<ConfigGraph>,
     /// Variable values.
     pub variables: Map<String, Value>,
     /// Step instances, dependencies first.
@@ -108,12 +106,12 @@ pub struct Plan {
     pub locals: HashMap<String, Value>,
     /// Data source values by address.
     pub data: HashMap<String, Value>,
-    /// Evaluated provider arguments by key.
-    pub provider_args: HashMap<String, serde_json::Map<String, Json>>,
     /// Outputs as known at plan time: (name, value, sensitive).
     pub outputs: Vec<(String, Value, bool)>,
-    /// Warnings to show.
-    pub warnings: Diagnostics,
+    /// `config.blocks` index by block address (`step.T.N`).
+    block_index: HashMap<String, usize>,
+    /// For each block, the indices of its instances in `instances`.
+    block_instances: Vec<Vec<usize>>,
 }
 
 impl Plan {
@@ -259,8 +257,8 @@ impl Providers {
             let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
             cells.entry(key.to_string()).or_default().clone()
         };
-        let args = self.args.get(key).cloned().unwrap_or_default();
-        cell.get_or_init(|| async move {
+        cell.get_or_init(|| async {
+            let args = self.args.get(key).cloned().unwrap_or_default();
             ProviderClient::Aws(Arc::new(crate::provider::aws::connect(&args).await))
         })
         .await
@@ -344,18 +342,11 @@ impl Scope for ApplyScope<'_> {
         if address.starts_with("data.") {
             return self.plan.data.get(address).cloned();
         }
-        let bi = self
-            .plan
-            .config
-            .blocks
-            .iter()
-            .position(|b| b.address() == address)?;
+        let bi = *self.plan.block_index.get(address)?;
         let block = &self.plan.config.blocks[bi];
-        let insts: Vec<&Instance> = self
-            .plan
-            .instances
+        let insts: Vec<&Instance> = self.plan.block_instances[bi]
             .iter()
-            .filter(|i| i.block == bi)
+            .map(|&i| &self.plan.instances[i])
             .collect();
         let value_of = |inst: &Instance| {
             let outputs = self
@@ -705,7 +696,7 @@ pub async fn plan(
                     match block.kind {
                         BlockKind::Data => {
                             let value = if opts.read
-                                && !json_is_unknown(&Json::Object(inputs.clone()))
+                                && !crate::config::eval::map_is_unknown(&inputs)
                             {
                                 let provs = providers
                                     .get_or_insert_with(|| {
@@ -888,7 +879,7 @@ pub async fn plan(
         let mut first_reader: HashMap<&str, usize> = HashMap::new();
         for (idx, inst) in instances.iter().enumerate() {
             let st = registry.step(&inst.type_name).expect("validated type");
-            if !st.reads() || json_is_unknown(&Json::Object(inst.inputs.clone())) {
+            if !st.reads() || crate::config::eval::map_is_unknown(&inst.inputs) {
                 continue;
             }
             if first_reader.contains_key(inst.target.as_str()) {
@@ -979,16 +970,21 @@ pub async fn plan(
         return Err(diags.into());
     }
     drop(blocks);
+    let block_index = config
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.address(), i))
+        .collect();
     let mut plan = Plan {
         config,
-        graph: cgraph,
         variables,
         instances,
         locals,
         data,
-        provider_args,
         outputs: Vec::new(),
-        warnings: Diagnostics::default(),
+        block_index,
+        block_instances,
     };
     // Outputs as known now: planned outputs, or observed ones for steps with nothing to do.
     let known: HashMap<String, Json> = plan

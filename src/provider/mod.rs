@@ -188,6 +188,8 @@ pub enum InDoubt {
     Done,
     /// The effect is not there: apply again.
     NotDone,
+    /// The step cannot tell, but it is declared safe to repeat: apply again.
+    Repeat,
     /// The step cannot tell.
     CannotTell,
 }
@@ -328,7 +330,7 @@ pub trait StepType: Send + Sync {
     async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
         if !self.reads() {
             return Ok(if self.idempotent(inputs) {
-                InDoubt::NotDone
+                InDoubt::Repeat
             } else {
                 InDoubt::CannotTell
             });

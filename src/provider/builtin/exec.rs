@@ -169,7 +169,7 @@ impl StepType for Exec {
         _ctx: &StepContext,
         inputs: &Inputs,
     ) -> Result<Option<Json>, ProviderError> {
-        if crate::config::eval::json_is_unknown(&Json::Object(inputs.clone())) {
+        if crate::config::eval::map_is_unknown(inputs) {
             return Ok(None);
         }
         Ok(guard_satisfied(inputs)
@@ -253,7 +253,7 @@ impl StepType for Exec {
         match guard_satisfied(inputs).await? {
             Some(true) => Ok(InDoubt::Done),
             Some(false) => Ok(InDoubt::NotDone),
-            None if self.idempotent(inputs) => Ok(InDoubt::NotDone),
+            None if self.idempotent(inputs) => Ok(InDoubt::Repeat),
             None => Ok(InDoubt::CannotTell),
         }
     }
