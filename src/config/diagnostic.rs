@@ -4,6 +4,9 @@
 //! and the offending source line so that the rendered text needs nothing else.
 
 use std::fmt;
+use std::ops::Range;
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 use super::{Sources, Span};
 
@@ -21,14 +24,16 @@ pub enum Severity {
 pub struct Located {
     /// `file:line:col`.
     pub location: String,
+    /// The file as shown to the user.
+    pub path: String,
     /// 1-based line number.
     pub line: usize,
-    /// 1-based column.
+    /// 1-based column, in characters.
     pub col: usize,
-    /// The text of the line.
+    /// The text of the line, without its line ending.
     pub source_line: String,
-    /// Width of the underline, in characters (at least 1).
-    pub width: usize,
+    /// Byte range of `source_line` to underline (empty: a single caret at its start).
+    pub range: Range<usize>,
 }
 
 /// One error or warning about the configuration or its evaluation.
@@ -78,7 +83,9 @@ impl Diagnostic {
         self
     }
 
-    /// Resolves the span against `sources`.
+    /// Resolves the span against `sources`. Spans that are out of range or fall inside a
+    /// multi-byte character are widened to whole characters; a span running over several
+    /// lines is underlined to the end of its first line.
     pub fn locate(&mut self, sources: &Sources) {
         if self.located.is_some() {
             return;
@@ -87,49 +94,48 @@ impl Diagnostic {
         let Some(file) = sources.files.get(span.file) else {
             return;
         };
-        let (line, col) = file.line_col(span.range.start);
+        let start = file.floor_char_boundary(span.range.start);
+        let end = file.ceil_char_boundary(span.range.end.max(start));
+        let (line, col) = file.line_col(start);
         let source_line = file.line_text(line).to_string();
-        let (end_line, end_col) = file.line_col(span.range.end);
-        let width = if end_line == line && end_col > col {
-            end_col - col
-        } else {
-            source_line.chars().count().saturating_sub(col - 1).max(1)
-        };
+        let line_start = file.line_start(line);
+        let from = (start - line_start).min(source_line.len());
+        let to = end
+            .saturating_sub(line_start)
+            .clamp(from, source_line.len());
         self.located = Some(Box::new(Located {
             location: format!("{}:{}:{}", file.display, line, col),
+            path: file.display.clone(),
             line,
             col,
             source_line,
-            width: width.max(1),
+            range: from..to,
         }));
     }
 }
 
 impl fmt::Display for Diagnostic {
+    /// Renders like rustc (through `annotate-snippets`): `error: message`, then
+    /// `--> file:line:col`, the source line with carets under the span, and `= note:` lines.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let label = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+        let level = match self.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
         };
-        writeln!(f, "{label}: {}", self.message)?;
-        if let Some(loc) = &self.located {
-            let gutter = loc.line.to_string().len();
-            writeln!(f, "{:gutter$}--> {}", "", loc.location)?;
-            writeln!(f, "{:gutter$} |", "")?;
-            writeln!(f, "{} | {}", loc.line, loc.source_line)?;
-            // Keep tabs under tabs so that the carets line up however tabs are shown.
-            let pad: String = loc
-                .source_line
-                .chars()
-                .take(loc.col - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            writeln!(f, "{:gutter$} | {pad}{}", "", "^".repeat(loc.width))?;
-        }
+        let title = level.primary_title(self.message.as_str());
+        let mut group = match &self.located {
+            Some(loc) => title.element(
+                Snippet::source(loc.source_line.as_str())
+                    .line_start(loc.line)
+                    .path(loc.path.as_str())
+                    .annotation(AnnotationKind::Primary.span(loc.range.clone())),
+            ),
+            None => Group::with_title(title),
+        };
         for note in &self.notes {
-            writeln!(f, "  = note: {note}")?;
+            group = group.element(Level::NOTE.message(note.as_str()));
         }
-        Ok(())
+        writeln!(f, "{}", Renderer::plain().render(&[group]))
     }
 }
 
@@ -198,19 +204,75 @@ mod tests {
     use super::*;
     use crate::config::{SourceFile, Span};
 
+    fn render(text: &str, range: std::ops::Range<usize>) -> String {
+        let sources = Sources {
+            files: vec![SourceFile::new("main.hcl", text)],
+        };
+        let mut d = Diagnostic::error("bad value").with_span(Span { file: 0, range });
+        d.locate(&sources);
+        d.to_string()
+    }
+
+    /// The display column of the first caret and of `needle` in the rendered source line.
+    fn caret_and_needle_columns(rendered: &str, needle: &str) -> (usize, usize) {
+        let lines: Vec<&str> = rendered.lines().collect();
+        let source = lines
+            .iter()
+            .find(|l| l.contains(needle) && l.contains(" | "))
+            .unwrap();
+        let carets = lines.iter().find(|l| l.contains('^')).unwrap();
+        // Display width: emoji take two columns in a terminal.
+        let width = |s: &str| -> usize {
+            s.chars()
+                .map(|c| if c as u32 >= 0x1f000 { 2 } else { 1 })
+                .sum()
+        };
+        let needle_col = width(&source[..source.find(needle).unwrap()]);
+        let caret_col = width(&carets[..carets.find('^').unwrap()]);
+        (caret_col, needle_col)
+    }
+
     #[test]
     fn renders_location_source_line_and_carets_under_tabs() {
-        let sources = Sources {
-            files: vec![SourceFile::new("main.hcl", "a = 1\n\tb = bad\n")],
-        };
-        let mut d = Diagnostic::error("bad value").with_span(Span {
-            file: 0,
-            range: 11..14,
-        });
-        d.locate(&sources);
-        assert_eq!(
-            d.to_string(),
-            "error: bad value\n --> main.hcl:2:6\n  |\n2 | \tb = bad\n  | \t    ^^^\n"
+        let out = render("a = 1\n\tb = bad\n", 11..14);
+        assert!(
+            out.starts_with("error: bad value\n --> main.hcl:2:6\n"),
+            "{out}"
         );
+        let (caret, needle) = caret_and_needle_columns(&out, "bad");
+        assert_eq!(caret, needle, "carets not under `bad`:\n{out}");
+        assert!(out.contains("^^^\n"), "{out}");
+    }
+
+    #[test]
+    fn non_ascii_text_at_and_before_the_span_is_char_safe() {
+        // Typographic quotes, a no-break space and an emoji before the span; offsets inside
+        // a multi-byte character; a span past the end of the text.
+        let text = "x = \u{201c}a\u{201d}\u{a0}\u{1f600} bad\n";
+        let at = text.find("bad").unwrap();
+        let out = render(text, at..at + 3);
+        assert!(out.contains("--> main.hcl:1:11\n"), "{out}");
+        let (caret, needle) = caret_and_needle_columns(&out, "bad");
+        assert_eq!(caret, needle, "carets not under `bad`:\n{out}");
+        for range in [5..6, 4..5, 0..1000, 1000..1001, 7..6] {
+            let out = render(text, range.clone());
+            assert!(
+                out.starts_with("error: bad value\n --> main.hcl:"),
+                "{range:?}: {out}"
+            );
+        }
+        let out = render(text, 5..6);
+        assert!(
+            out.contains("--> main.hcl:1:5\n"),
+            "inside the opening quote: {out}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_and_columns_count_from_after_it() {
+        let file = SourceFile::new("main.hcl", "\u{feff}ab\ncd");
+        assert_eq!(file.text, "ab\ncd");
+        assert_eq!(file.line_col(1), (1, 2));
+        assert_eq!(file.line_col(3), (2, 1));
     }
 }

@@ -31,9 +31,13 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Builds a source file from its display name and text.
+    /// Builds a source file from its display name and text. A leading UTF-8 byte order mark
+    /// is dropped, so that offsets and columns count from the first character after it.
     pub fn new(display: impl Into<String>, text: impl Into<String>) -> SourceFile {
-        let text = text.into();
+        let mut text = text.into();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceFile {
@@ -43,9 +47,28 @@ impl SourceFile {
         }
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
+    /// The largest character boundary at or before `offset` (clamped to the text).
+    pub fn floor_char_boundary(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        offset
+    }
+
+    /// The smallest character boundary at or after `offset` (clamped to the text).
+    pub fn ceil_char_boundary(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset += 1;
+        }
+        offset
+    }
+
+    /// 1-based line and column (in characters) of a byte offset. An offset inside a
+    /// multi-byte character counts as that character; one past the end, as the end.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let offset = self.floor_char_boundary(offset);
         let line_idx = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
@@ -53,6 +76,14 @@ impl SourceFile {
         let start = self.line_starts[line_idx];
         let col = self.text[start..offset].chars().count() + 1;
         (line_idx + 1, col)
+    }
+
+    /// Byte offset where 1-based line `line` starts (the end of the text past the last line).
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(self.text.len())
     }
 
     /// The text of 1-based line `line`, without its newline.
