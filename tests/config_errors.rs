@@ -785,3 +785,184 @@ fn exec_plan_apply_effect_then_no_op() {
     out.expect_success();
     out_has(&out, "Plan: 0 to run, 0 to change, 1 unchanged.");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 5: no panic whatever the input, and messages that name the real problem and where.
+// ---------------------------------------------------------------------------------------
+
+/// Writes raw bytes (not necessarily UTF-8) to `name` in `work`.
+fn write_bytes(work: &Workdir, name: &str, bytes: &[u8]) {
+    std::fs::write(work.path().join(name), bytes).unwrap();
+}
+
+/// Item 8: non-ASCII text at (or before) an error position panicked while mapping the byte
+/// offset to a column (typographic quotes, a no-break space, an emoji).
+#[test]
+fn non_ascii_text_at_an_error_position_is_reported_not_a_panic() {
+    let cases = [
+        (
+            "step \"noop\" \"a\" {\n  result = \u{201c}x\u{201d}\n}\n",
+            "syntax error: unexpected character `\u{201c}` (U+201C, a typographic quote)",
+            "main.hcl:2:12",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  result =\u{a0}1\n}\n",
+            "syntax error: unexpected invisible character U+00A0 (a non-ASCII space)",
+            "main.hcl:2:11",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  result = \u{1f600}\n}\n",
+            "syntax error: unexpected character `\u{1f600}` (U+1F600)",
+            "main.hcl:2:12",
+        ),
+        // Non-ASCII text before the error on its line: the column counts characters.
+        (
+            "step \"noop\" \"a\" {\n  result = \"\u{201c}\u{1f600}\u{a0}${var.nope}\"\n}\n",
+            "unknown reference `var.nope`",
+            "main.hcl:2:18",
+        ),
+        (
+            "step \"noop\" \"\u{e9}t\u{e9}\" {}\n",
+            "invalid name `\u{e9}t\u{e9}`",
+            "main.hcl:1:13",
+        ),
+    ];
+    for (hcl, message, location) in cases {
+        let (_work, out) = opsctl_with(hcl, &["validate"]);
+        assert_error_at(&out, message, location);
+    }
+    let (_work, out) = opsctl_with(cases[0].0, &["validate"]);
+    insta::assert_snapshot!("typographic_quotes", out.stderr);
+    // The caret sits under the reference, after the emoji (two columns wide).
+    let (_work, out) = opsctl_with(cases[3].0, &["validate"]);
+    insta::assert_snapshot!("non_ascii_before_the_error", out.stderr);
+}
+
+/// Item 8: a UTF-8 byte order mark is accepted, and positions on the first line do not count it.
+#[test]
+fn a_byte_order_mark_is_accepted_and_positions_stay_right() {
+    let (_work, out) = opsctl_with("\u{feff}step \"noop\" \"a\" {}\n", &["validate"]);
+    out.expect_success();
+    out_has(&out, "The configuration is valid: 1 step(s)");
+    validate_error(
+        "\u{feff}step \"noop\" \"a\" { result = var.nope }\n",
+        "unknown reference `var.nope`",
+        "main.hcl:1:28",
+    );
+}
+
+/// Item 14: syntax errors named where the parser gave up ("invalid block body", "expected
+/// newline or eof"), and an invalid UTF-8 file had no position.
+#[test]
+fn syntax_errors_name_the_real_problem_and_where_it_starts() {
+    let out = validate_error(
+        "step \"noop\" \"a\" {\n  result = \"abc\n}\n",
+        "syntax error: unterminated string: no closing `\"` before the end of the line",
+        "main.hcl:2:12",
+    );
+    insta::assert_snapshot!("unterminated_string", out.stderr);
+    validate_error(
+        "step \"noop\" \"a\" {\n  result = 1e999999\n}\n",
+        "syntax error: number `1e999999` is out of range",
+        "main.hcl:2:12",
+    );
+    validate_error(
+        "step \"noop\" \"a\" {\n  result = <<EOT\nno end\n}\n",
+        "syntax error: unterminated heredoc: no line `EOT` closes it",
+        "main.hcl:2:12",
+    );
+    validate_error(
+        "step \"noop\" \"a\" {}\n/* never closed\n",
+        "syntax error: unterminated comment",
+        "main.hcl:2:1",
+    );
+    let work = Workdir::new();
+    write_bytes(
+        &work,
+        "main.hcl",
+        b"step \"noop\" \"a\" {\n  result = \"ab\xffc\"\n}\n",
+    );
+    let out = run(opsctl(&work, None).arg("validate"));
+    assert_error_at(
+        &out,
+        "`main.hcl` is not valid UTF-8: invalid byte 0xFF",
+        "main.hcl:2:15",
+    );
+}
+
+/// Item 10: a whole number too large for 64 bits silently became the float `1e21`.
+#[test]
+fn whole_numbers_out_of_range_are_refused() {
+    for (hcl, location) in [
+        (
+            "step \"noop\" \"a\" {\n  result = 999999999999999999999\n}\n",
+            "main.hcl:2:12",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  result = \"n=${-99999999999999999999}\"\n}\n",
+            "main.hcl:2:17",
+        ),
+    ] {
+        validate_error(hcl, "whole number `", location);
+    }
+    // The largest ones still work, exactly.
+    let (_work, out) = opsctl_with(
+        "step \"noop\" \"a\" {\n  result = 18446744073709551615\n}\noutput \"o\" { value = step.noop.a.result }\n",
+        &["plan"],
+    );
+    out.expect_success();
+    out_has(&out, "o = 18446744073709551615");
+}
+
+/// Item 14: `--state-dir` naming a file said "File exists (os error 17)".
+#[test]
+fn a_state_dir_that_is_a_file_is_named() {
+    let (work, _) = opsctl_with("step \"noop\" \"a\" {}\n", &["validate"]);
+    work.write("st", "");
+    let out = run(opsctl(&work, None).args(["apply", "--auto-approve", "--state-dir", "st"]));
+    assert_fails(&out);
+    assert_eq!(
+        out.stderr,
+        "error: the state directory `st` is a file, not a directory; pass a directory with `--state-dir`\n"
+    );
+    let out = run(opsctl(&work, None).args(["apply", "--auto-approve", "--state-dir", "st/sub"]));
+    assert_fails(&out);
+    err_has(
+        &out,
+        "cannot create the state directory `st/sub`: `st` is a file, not a directory",
+    );
+    let out = run(opsctl(&work, None).args(["force-unlock", "some-id", "--state-dir", "st"]));
+    assert_fails(&out);
+    err_has(&out, "the state directory `st` is a file, not a directory");
+}
+
+/// Item 15: a dangling `*.hcl` symlink was skipped (its steps vanished from the plan), and
+/// hidden and editor files were loaded.
+#[test]
+fn dangling_symlinks_are_errors_and_editor_files_are_skipped() {
+    let work = Workdir::new();
+    work.write("main.hcl", "step \"noop\" \"a\" {}\n");
+    std::os::unix::fs::symlink("shared/steps.hcl", work.path().join("steps.hcl")).unwrap();
+    for cmd in ["validate", "plan"] {
+        let out = run(opsctl(&work, None).arg(cmd));
+        assert_fails(&out);
+        assert_eq!(
+            out.stderr,
+            "error: `steps.hcl` is a symbolic link to `shared/steps.hcl`, which does not exist\n"
+        );
+    }
+    // Once the target exists, its steps are loaded through the link.
+    work.write("shared/steps.hcl", "step \"noop\" \"b\" {}\n");
+    let out = run(opsctl(&work, None).arg("validate"));
+    out.expect_success();
+    out_has(&out, "The configuration is valid: 2 step(s)");
+    // Hidden files, backups, autosaves and Emacs lock links are not configuration.
+    let bad = "step \"noop\" \"a\" {}\nthis is not HCL\n";
+    for name in [".main.hcl", "main.hcl~", "#main.hcl#", ".hidden.hcl"] {
+        work.write(name, bad);
+    }
+    std::os::unix::fs::symlink("user@host.1234:1", work.path().join(".#main.hcl")).unwrap();
+    let out = run(opsctl(&work, None).arg("validate"));
+    out.expect_success();
+    out_has(&out, "The configuration is valid: 2 step(s)");
+}

@@ -179,12 +179,57 @@ pub async fn run(args: Vec<String>) -> i32 {
             return exit::ERROR;
         }
     }
+    let state_dir = match &cli.command {
+        Command::Apply(a) => Some(&a.state_dir),
+        Command::ForceUnlock(a) => Some(&a.state_dir),
+        Command::Validate(_) | Command::Plan(_) => None,
+    };
+    if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
+        common::print_error(&msg);
+        return exit::ERROR;
+    }
     match cli.command {
         Command::Validate(a) => validate::run(a).await,
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
     }
+}
+
+/// Checks that the state directory is, or can be created as, a directory: neither it nor
+/// any existing ancestor is a file.
+///
+/// # Errors
+///
+/// A message naming the path that is a file.
+fn check_state_dir(dir: &std::path::Path) -> Result<(), String> {
+    for path in dir.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) if path == dir => {
+                return Err(format!(
+                    "the state directory `{}` is a file, not a directory; pass a directory with `--state-dir`",
+                    dir.display()
+                ))
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "cannot create the state directory `{}`: `{}` is a file, not a directory",
+                    dir.display(),
+                    path.display()
+                ))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                continue
+            }
+            // Anything else (permissions) is reported by whatever uses the directory.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod eval;
 pub mod functions;
 pub mod refs;
+pub mod syntax;
 pub mod types;
 
 use std::collections::HashMap;
@@ -300,16 +301,18 @@ const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "tim
 
 /// Loads every `*.hcl` file of `dir` (sorted by name).
 ///
+/// Like Terraform, skips hidden and editor files: names starting with `.` (`.main.hcl`,
+/// Emacs' `.#main.hcl` lock links), ending with `~` (backups) or enclosed in `#` (autosaves).
+///
 /// # Errors
 ///
-/// Returns every diagnostic found: unreadable files, syntax errors (with `file:line:col`),
-/// unknown block types, duplicate addresses, malformed meta-arguments.
+/// Returns every diagnostic found: unreadable files, a `*.hcl` symbolic link whose target is
+/// missing (naming the link and its target), a file that is not UTF-8 (at the `file:line:col`
+/// of the first bad byte), syntax errors (with `file:line:col`), unknown block types,
+/// duplicate addresses, malformed meta-arguments.
 pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
-    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "hcl") && p.is_file())
-            .collect(),
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
         Err(err) => {
             return Err(Diagnostics::single(Diagnostic::error(format!(
                 "cannot read configuration directory `{}`: {err}",
@@ -317,30 +320,103 @@ pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
             ))))
         }
     };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let display_of = |path: &Path| {
+        path.strip_prefix(&cwd)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    let mut diags = Diagnostics::default();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                diags.push(Diagnostic::error(format!(
+                    "cannot read configuration directory `{}`: {err}",
+                    dir.display()
+                )));
+                continue;
+            }
+        };
+        if !is_config_file_name(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => paths.push(path),
+            Err(err) => {
+                let display = display_of(&path);
+                diags.push(Diagnostic::error(match std::fs::read_link(&path) {
+                    Ok(target) if err.kind() == std::io::ErrorKind::NotFound => format!(
+                        "`{display}` is a symbolic link to `{}`, which does not exist",
+                        target.display()
+                    ),
+                    Ok(target) => format!(
+                        "cannot read `{display}`, a symbolic link to `{}`: {err}",
+                        target.display()
+                    ),
+                    Err(_) => format!("cannot read `{display}`: {err}"),
+                }));
+            }
+        }
+    }
     paths.sort();
-    if paths.is_empty() {
+    if paths.is_empty() && !diags.has_errors() {
         return Err(Diagnostics::single(Diagnostic::error(format!(
             "no configuration files (`*.hcl`) in `{}`",
             dir.display()
         ))));
     }
     let mut files = Vec::new();
-    let mut diags = Diagnostics::default();
     for path in paths {
-        let display = path
-            .strip_prefix(std::env::current_dir().unwrap_or_default())
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => files.push(SourceFile::new(display, text)),
+        let display = display_of(&path);
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => files.push(SourceFile::new(display, text)),
+                Err(err) => {
+                    let bad = err.utf8_error().valid_up_to();
+                    let byte = err.as_bytes()[bad];
+                    let text = String::from_utf8_lossy(err.as_bytes()).into_owned();
+                    // `SourceFile::new` drops a byte order mark; offsets follow.
+                    let at = if text.starts_with('\u{feff}') {
+                        bad - 3
+                    } else {
+                        bad
+                    };
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "`{display}` is not valid UTF-8: invalid byte 0x{byte:02X}"
+                        ))
+                        .with_span(Span {
+                            file: files.len(),
+                            range: at..at + 1,
+                        })
+                        .with_note("configuration files must be UTF-8 text"),
+                    );
+                    files.push(SourceFile::new(display, text));
+                }
+            },
             Err(err) => diags.push(Diagnostic::error(format!("cannot read `{display}`: {err}"))),
         }
     }
     if diags.has_errors() {
+        diags.attach_sources(&Sources { files });
         return Err(diags);
     }
     load_sources(files)
+}
+
+/// Whether a directory entry named `name` is a configuration file: `*.hcl`, and neither
+/// hidden (`.x.hcl`) nor an editor's backup (`x.hcl~`) or autosave (`#x.hcl#`).
+fn is_config_file_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.ends_with(b".hcl")
+        && !name.starts_with(b".")
+        && !name.ends_with(b"~")
+        && !(name.starts_with(b"#") && name.ends_with(b"#"))
 }
 
 /// Parses already-read files into a [`Config`].
@@ -367,16 +443,41 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
         match hcl_edit::parser::parse_body(&file.text) {
             Ok(body) => bodies.push((file_idx, body)),
             Err(err) => {
-                let loc = err.location();
-                let offset = loc.offset();
-                diags.push(
-                    Diagnostic::error(format!("syntax error: {}", err.message())).with_span(Span {
-                        file: file_idx,
-                        range: offset..offset + 1,
-                    }),
-                );
+                // The parser says where it gave up; the lexer, when it finds one, says what
+                // is wrong and where it starts (an unterminated string, a stray character).
+                let diag = match syntax::explain(&file.text) {
+                    Some(problem) => {
+                        let d = Diagnostic::error(format!("syntax error: {}", problem.message))
+                            .with_span(Span {
+                                file: file_idx,
+                                range: problem.range,
+                            });
+                        match problem.note {
+                            Some(note) => d.with_note(note),
+                            None => d,
+                        }
+                    }
+                    None => {
+                        let offset = err.location().offset();
+                        Diagnostic::error(format!("syntax error: {}", err.message())).with_span(
+                            Span {
+                                file: file_idx,
+                                range: offset..offset + 1,
+                            },
+                        )
+                    }
+                };
+                diags.push(diag);
             }
         }
+    }
+    for (file_idx, body) in &bodies {
+        let mut check = NumberCheck {
+            file: *file_idx,
+            text: &files[*file_idx].text,
+            diags: &mut diags,
+        };
+        hcl_edit::visit::visit_body(&mut check, body);
     }
     config.sources.files = files;
     for (file_idx, body) in &bodies {
@@ -388,6 +489,41 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
         return Err(diags);
     }
     Ok(config)
+}
+
+/// Rejects whole-number literals that do not fit in 64 bits: `hcl-edit` would silently turn
+/// `999999999999999999999` into the float `1e21`.
+struct NumberCheck<'a> {
+    file: usize,
+    text: &'a str,
+    diags: &'a mut Diagnostics,
+}
+
+impl hcl_edit::visit::Visit for NumberCheck<'_> {
+    fn visit_number(&mut self, number: &hcl_edit::Formatted<hcl_edit::Number>) {
+        if !number.value().is_f64() {
+            return;
+        }
+        let Some(range) = number.span() else { return };
+        let Some(literal) = self.text.get(range.clone()) else {
+            return;
+        };
+        let digits = literal.trim_start_matches('-').trim_start();
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            self.diags.push(
+                Diagnostic::error(format!(
+                    "whole number `{literal}` is out of range: whole numbers must be between {} and {}",
+                    i64::MIN,
+                    u64::MAX
+                ))
+                .with_span(Span {
+                    file: self.file,
+                    range,
+                })
+                .with_note("write it as a string (\"...\") to keep every digit"),
+            );
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
