@@ -966,3 +966,79 @@ fn dangling_symlinks_are_errors_and_editor_files_are_skipped() {
     out.expect_success();
     out_has(&out, "The configuration is valid: 2 step(s)");
 }
+
+/// Item 9: any non-UTF-8 environment variable (even an unrelated one) or argument panicked
+/// every command (`std::env::vars`, `std::env::args`).
+#[test]
+fn non_utf8_environment_and_arguments_are_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = |b: &[u8]| OsStr::from_bytes(b).to_os_string();
+    let hcl = "variable \"x\" {\n  default = \"a\"\n}\nstep \"noop\" \"a\" {\n  result = var.x\n}\noutput \"x\" { value = var.x }\n";
+    let work = Workdir::new();
+    work.write("main.hcl", hcl);
+    // An unrelated variable: every command works.
+    for args in [&["validate"][..], &["plan"], &["apply", "--auto-approve"]] {
+        let out = run(opsctl(&work, None)
+            .args(args)
+            .env("FOO", bytes(b"\xff\xfe")));
+        out.expect_success();
+    }
+    // A value opsctl needs as text: a clear error naming it.
+    let out = run(opsctl(&work, None)
+        .arg("plan")
+        .env("OPSCTL_VAR_x", bytes(b"\xff")));
+    assert_fails(&out);
+    assert_eq!(
+        out.stderr,
+        "error: the environment variable `OPSCTL_VAR_x` is not valid UTF-8; variable values must be text\n"
+    );
+    for flag in [&b"--var"[..], b"-var"] {
+        let out = run(opsctl(&work, None)
+            .arg("plan")
+            .arg(bytes(flag))
+            .arg(bytes(b"x=\xff")));
+        assert_fails(&out);
+        err_has(
+            &out,
+            "error: `--var x=\u{fffd}` is not valid UTF-8; it must be text",
+        );
+    }
+    let out = run(opsctl(&work, None).arg(bytes(b"-var=x=\xff")));
+    assert_ne!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    let out = run(opsctl(&work, None)
+        .args(["force-unlock"])
+        .arg(bytes(b"\xff")));
+    assert_fails(&out);
+    err_has(&out, "`force-unlock \u{fffd}` is not valid UTF-8");
+    // Paths need not be UTF-8: `--chdir`, `--var-file`, `--state-dir` work as given.
+    work.write("dir/main.hcl", hcl);
+    std::fs::rename(work.path().join("dir"), work.path().join(bytes(b"d\xff"))).unwrap();
+    work.write("v.vars", "x = \"from-file\"\n");
+    std::fs::rename(
+        work.path().join("v.vars"),
+        work.path().join(bytes(b"v\xff.vars")),
+    )
+    .unwrap();
+    let out = run(opsctl(&work, None)
+        .arg("--chdir")
+        .arg(bytes(b"d\xff"))
+        .arg("validate"));
+    out.expect_success();
+    let out = run(opsctl(&work, None)
+        .args(["plan", "--var-file"])
+        .arg(bytes(b"v\xff.vars")));
+    out.expect_success();
+    out_has(&out, "x = \"from-file\"");
+    let out = run(opsctl(&work, None)
+        .args(["apply", "--auto-approve", "--state-dir"])
+        .arg(bytes(b"s\xff")));
+    out.expect_success();
+    assert!(work.path().join(bytes(b"s\xff")).is_dir());
+    // A var file that is not UTF-8 text.
+    std::fs::write(work.path().join("bad.vars"), b"x = \"\xff\"\n").unwrap();
+    let out = run(opsctl(&work, None).args(["plan", "--var-file", "bad.vars"]));
+    assert_fails(&out);
+    err_has(&out, "error: var file `bad.vars` is not valid UTF-8");
+}

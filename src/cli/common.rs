@@ -1,6 +1,7 @@
 //! Shared steps of the commands: load and validate the configuration, gather variable inputs
 //! from flags, files and the environment, print diagnostics.
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::sync::Arc;
 
 use crate::config::{self, Config, Diagnostics};
@@ -41,17 +42,35 @@ pub fn load() -> Result<Loaded, Diagnostics> {
 ///
 /// # Errors
 ///
-/// A message for a malformed `--var` or an unreadable var file.
+/// A malformed `--var`, an unreadable or non-UTF-8 var file, or an `OPSCTL_VAR_*` variable
+/// that is not UTF-8 (other environment variables may hold any bytes).
 pub fn var_inputs(args: &VarArgs) -> Result<VarInputs, String> {
     let mut inputs = VarInputs::default();
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("OPSCTL_VAR_").map(|n| (n.to_string(), v)))
-        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(name) = key.as_bytes().strip_prefix(b"OPSCTL_VAR_") else {
+            continue;
+        };
+        let (Ok(name), Some(value)) = (std::str::from_utf8(name), value.to_str()) else {
+            return Err(format!(
+                "the environment variable `{}` is not valid UTF-8; variable values must be text",
+                key.to_string_lossy()
+            ));
+        };
+        env.push((name.to_string(), value.to_string()));
+    }
     env.sort();
     inputs.env = env;
     for path in &args.var_files {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read var file `{}`: {e}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            format!(
+                "var file `{}` is not valid UTF-8 (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         inputs.files.push((path.display().to_string(), text));
     }
     for v in &args.vars {

@@ -10,6 +10,8 @@ mod plan;
 mod unlock;
 mod validate;
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -53,11 +55,39 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VarArgs {
     /// Set a variable: `--var NAME=VALUE` (repeatable; later wins).
-    #[arg(long = "var", value_name = "NAME=VALUE")]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = Utf8Text("--var"))]
     pub vars: Vec<String>,
     /// Read variables from an HCL file of `name = value` lines (repeatable).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
+}
+
+/// A clap value parser for text arguments: like clap's own, but a value that is not UTF-8 is
+/// reported with the flag and the value (lossily decoded) instead of "invalid UTF-8 was
+/// detected in one or more arguments".
+#[derive(Debug, Clone, Copy)]
+pub struct Utf8Text(pub &'static str);
+
+impl clap::builder::TypedValueParser for Utf8Text {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        value.to_str().map(str::to_owned).ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                format!(
+                    "`{} {}` is not valid UTF-8; it must be text\n",
+                    self.0,
+                    value.to_string_lossy()
+                ),
+            )
+        })
+    }
 }
 
 /// `opsctl plan`.
@@ -113,6 +143,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
     /// The lock ID, as printed by the command that found the state locked.
+    #[arg(value_parser = Utf8Text("force-unlock"))]
     pub id: String,
     /// State directory.
     #[arg(long, value_name = "DIR", default_value = "state")]
@@ -133,24 +164,33 @@ const SINGLE_DASH: &[&str] = &[
     "version",
 ];
 
-/// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form.
-pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+/// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
+/// not be UTF-8 (`-var=x=<bytes>` is rewritten too).
+pub fn normalize_args<I, T>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
     let mut out = Vec::new();
     let mut after_dashdash = false;
     for (i, a) in args.into_iter().enumerate() {
+        let a: OsString = a.into();
         if i == 0 || after_dashdash {
             out.push(a);
             continue;
         }
-        if a == "--" {
+        let bytes = a.as_bytes();
+        if bytes == b"--" {
             after_dashdash = true;
             out.push(a);
             continue;
         }
-        if let Some(rest) = a.strip_prefix('-').filter(|r| !r.starts_with('-')) {
-            let name = rest.split('=').next().unwrap_or(rest);
-            if SINGLE_DASH.contains(&name) {
-                out.push(format!("--{rest}"));
+        if let Some(rest) = bytes.strip_prefix(b"-").filter(|r| !r.starts_with(b"-")) {
+            let name = rest.split(|&b| b == b'=').next().unwrap_or(rest);
+            if SINGLE_DASH.iter().any(|f| f.as_bytes() == name) {
+                let mut long = b"--".to_vec();
+                long.extend_from_slice(rest);
+                out.push(OsString::from_vec(long));
                 continue;
             }
         }
@@ -159,8 +199,9 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     out
 }
 
-/// Runs the command line; returns the exit code.
-pub async fn run(args: Vec<String>) -> i32 {
+/// Runs the command line (`args` as the process received them, program name first); returns
+/// the exit code.
+pub async fn run(args: Vec<OsString>) -> i32 {
     let cli = match Cli::try_parse_from(normalize_args(args)) {
         Ok(cli) => cli,
         Err(e) => {
@@ -249,7 +290,7 @@ mod tests {
                 "-parallelism=3",
                 "-x",
             ]
-            .map(String::from),
+            .map(OsString::from),
         );
         assert_eq!(
             args,
