@@ -1042,3 +1042,135 @@ fn non_utf8_environment_and_arguments_are_not_a_panic() {
     assert_fails(&out);
     err_has(&out, "error: var file `bad.vars` is not valid UTF-8");
 }
+
+/// Item 10: arithmetic and `format` panicked or aborted (`5 % 0`, huge widths), and `1/0`
+/// became `1.797…e308` in a command or `null` in an output, `signum(0/0)` became 0.
+#[test]
+fn arithmetic_and_format_errors_are_errors_at_their_position() {
+    let step = |expr: &str| format!("step \"noop\" \"a\" {{\n  result = {expr}\n}}\n");
+    for (expr, message) in [
+        ("5 % 0", "cannot evaluate `result`: modulo by zero"),
+        ("\"${5 % 0}\"", "cannot evaluate `result`: modulo by zero"),
+        ("1 / 0", "cannot evaluate `result`: division by zero"),
+        ("signum(0 / 0)", "cannot evaluate `result`: division by zero"),
+        ("18446744073709551615 + 1", "cannot evaluate `result`: the result of `+` is out of range"),
+        ("1e308 * 10", "cannot evaluate `result`: the result of `*` is out of range"),
+        (
+            "format(\"%.99999f\", 1)",
+            "cannot evaluate `result`: error calling function `format`: format precision 99999 at offset 0 is too large (at most 10000)",
+        ),
+        (
+            "format(\"%999999999d\", 1)",
+            "cannot evaluate `result`: error calling function `format`: format width 999999999 at offset 0 is too large (at most 10000)",
+        ),
+    ] {
+        for cmd in ["validate", "plan"] {
+            let (_work, out) = opsctl_with(&step(expr), &[cmd]);
+            assert_error_at(&out, message, "main.hcl:2:12");
+        }
+    }
+    // In a command and in an output.
+    validate_error(
+        "step \"exec\" \"a\" {\n  command = \"sleep ${1/0}\"\n}\n",
+        "cannot evaluate `command`: division by zero",
+        "main.hcl:2:13",
+    );
+    validate_error(
+        "output \"o\" {\n  value = 1/0\n}\n",
+        "cannot evaluate `value`: division by zero",
+        "main.hcl:2:11",
+    );
+    // Arithmetic that is fine stays exact.
+    let (_work, out) = opsctl_with(
+        "output \"o\" { value = \"${7 / 2} ${6 / 3} ${-7 % 3} ${9223372036854775807 + 1}\" }\n",
+        &["plan"],
+    );
+    out.expect_success();
+    out_has(&out, "o = \"3.5 2 -1 9223372036854775808\"");
+}
+
+/// Item 10 (and item 3): `timeout = "1e30"`, `timeout = 1e30` and noop `delay = "1e30"`
+/// panicked converting to a duration; `timeout = "0s"` was accepted.
+#[test]
+fn durations_are_finite_bounded_and_timeouts_positive() {
+    let too_long = "invalid duration `1e30`: longer than the maximum of 365 days";
+    for (hcl, message, location) in [
+        (
+            "step \"noop\" \"a\" {\n  timeout = \"1e30\"\n}\n".to_string(),
+            format!("invalid `timeout`: {too_long}"),
+            "main.hcl:2:13",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  timeout = 1e30\n}\n".to_string(),
+            format!("invalid `timeout`: {too_long}"),
+            "main.hcl:2:13",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  timeout = \"0s\"\n}\n".to_string(),
+            "`timeout` must be longer than zero".to_string(),
+            "main.hcl:2:13",
+        ),
+        (
+            "step \"exec\" \"a\" {\n  command = \"true\"\n  timeout = \"366d\"\n}\n".to_string(),
+            "invalid `timeout`: invalid duration `366d`: longer than the maximum of 365 days"
+                .to_string(),
+            "main.hcl:3:13",
+        ),
+        (
+            "step \"noop\" \"a\" {\n  delay = \"1e30\"\n}\n".to_string(),
+            format!("invalid argument `delay`: {too_long}"),
+            "main.hcl:2:11",
+        ),
+        (
+            "locals { d = \"1e30\" }\nstep \"noop\" \"a\" {\n  delay = local.d\n}\n".to_string(),
+            format!("invalid argument `delay` of `step.noop.a`: {too_long}"),
+            "main.hcl:3:11",
+        ),
+    ] {
+        for cmd in ["validate", "plan"] {
+            let (_work, out) = opsctl_with(&hcl, &[cmd]);
+            assert_error_at(&out, &message, location);
+        }
+    }
+    // Known only at apply: a clear step error.
+    let hcl = "step \"exec\" \"a\" {\n  command = \"echo 1e30\"\n}\nstep \"noop\" \"b\" {\n  delay = trimspace(step.exec.a.stdout)\n}\n";
+    let (_work, out) = opsctl_with(hcl, &["apply", "--auto-approve"]);
+    assert_fails(&out);
+    err_has(&out, "step.noop.b");
+    err_has(&out, too_long);
+}
+
+/// Item 11: `count = 1000000000` aborted on allocation, `count = 1e18` on a capacity
+/// overflow; there was no limit on instances per block or per procedure.
+#[test]
+fn instance_limits_per_block_and_per_procedure() {
+    for (count, n) in [
+        ("1000000000", "1000000000"),
+        ("1e18", "1000000000000000000"),
+        ("10001", "10001"),
+    ] {
+        for cmd in ["validate", "plan"] {
+            let (_work, out) = opsctl_with(
+                &format!("step \"noop\" \"a\" {{\n  count = {count}\n}}\n"),
+                &[cmd],
+            );
+            assert_error_at(
+                &out,
+                &format!("`count` of `step.noop.a` asks for {n} instances; a block may have at most 10000"),
+                "main.hcl:2:11",
+            );
+        }
+    }
+    let (_work, out) = opsctl_with("step \"noop\" \"a\" {\n  count = 10000\n}\n", &["validate"]);
+    out.expect_success();
+    out_has(&out, "10000 step(s)");
+    let many: String = (0..6)
+        .map(|i| format!("step \"noop\" \"b{i}\" {{\n  count = 10000\n}}\n"))
+        .collect();
+    let (_work, out) = opsctl_with(&many, &["validate"]);
+    assert_fails(&out);
+    err_has(
+        &out,
+        "error: the procedure has more than 50000 step and data instances (the limit per procedure) once `step.noop.b",
+    );
+}

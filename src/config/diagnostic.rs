@@ -254,7 +254,8 @@ mod tests {
         assert!(out.contains("--> main.hcl:1:11\n"), "{out}");
         let (caret, needle) = caret_and_needle_columns(&out, "bad");
         assert_eq!(caret, needle, "carets not under `bad`:\n{out}");
-        for range in [5..6, 4..5, 0..1000, 1000..1001, 7..6] {
+        let reversed = std::ops::Range { start: 7, end: 6 };
+        for range in [5..6, 4..5, 0..1000, 1000..1001, reversed] {
             let out = render(text, range.clone());
             assert!(
                 out.starts_with("error: bad value\n --> main.hcl:"),

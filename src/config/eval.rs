@@ -191,7 +191,7 @@ pub fn evaluate(attr: &Attr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
         Err(err) => Err(Diagnostic::error(format!(
             "cannot evaluate `{}`: {}",
             attr.name,
-            clean_error(&err.to_string())
+            error_message(&err)
         ))
         .with_span(attr.span.clone())),
     }
@@ -211,9 +211,17 @@ fn collapse_unknown(v: Value) -> Value {
     }
 }
 
-fn clean_error(msg: &str) -> String {
-    // hcl-rs appends the whole expression ("in expression `...`"); keep the first line.
-    msg.lines().next().unwrap_or(msg).trim().to_string()
+/// The message of an evaluation error, without the expression hcl-rs appends (which may span
+/// lines, and shows arithmetic as the internal functions of `arith`).
+pub fn error_message(err: &hcl::eval::Error) -> String {
+    match err.kind() {
+        hcl::eval::ErrorKind::FuncCall(name, msg)
+            if super::arith::is_internal(&name.to_string()) =>
+        {
+            msg.clone()
+        }
+        kind => kind.to_string(),
+    }
 }
 
 fn literal(expr: &hcl::Expression) -> Option<Value> {

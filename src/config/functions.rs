@@ -15,11 +15,16 @@ type FnResult = Result<Value, String>;
 /// Maximum number of elements `range` may produce, matching Terraform's limit.
 const RANGE_LIMIT: usize = 1024;
 
+/// Maximum width and precision of a `format` verb, and indentation of `indent`: enough for any
+/// layout, small enough that no call allocates more than a few kilobytes of padding.
+const FORMAT_WIDTH_LIMIT: usize = 10_000;
+
 /// Declares every supported Terraform built-in function on `ctx`.
 pub fn declare_all(ctx: &mut Context<'_>) {
     for (name, def) in definitions() {
         ctx.declare_func(name, def);
     }
+    super::arith::declare(ctx);
 }
 
 /// Whether `name` is a supported function (validation checks calls before evaluation).
@@ -28,6 +33,7 @@ pub fn is_known(name: &str) -> bool {
     NAMES
         .get_or_init(|| definitions().into_iter().map(|(n, _)| n).collect())
         .contains(&name)
+        || super::arith::is_internal(name)
 }
 
 /// Every supported function: its name and definition.
@@ -241,6 +247,10 @@ fn parse_number(s: &str) -> Option<Number> {
     }
     if let Ok(u) = s.parse::<u64>() {
         return Some(Number::from(u));
+    }
+    // A whole number too large for 64 bits is refused rather than rounded to a float.
+    if super::types::is_whole_number_text(s) {
+        return None;
     }
     // Reject Rust-only spellings such as `inf` and `NaN`.
     if s.chars()
@@ -526,6 +536,11 @@ fn indent(args: FuncArgs) -> FnResult {
     let spaces = whole_arg(&args[0], "spaces")?;
     let spaces = usize::try_from(spaces)
         .map_err(|_| format!("spaces must not be negative, got `{spaces}`"))?;
+    if spaces > FORMAT_WIDTH_LIMIT {
+        return Err(format!(
+            "spaces must be at most {FORMAT_WIDTH_LIMIT}, got `{spaces}`"
+        ));
+    }
     let pad = format!("\n{}", " ".repeat(spaces));
     Ok(Value::from(string_arg(&args[1])?.replace('\n', &pad)))
 }
@@ -654,6 +669,13 @@ fn parse_verb(
     if peek(j) == Some('.') {
         j += 1;
         verb.precision = Some(read_digits(&mut j).unwrap_or(0));
+    }
+    for (what, n) in [("width", verb.width), ("precision", verb.precision)] {
+        if let Some(n) = n.filter(|&n| n > FORMAT_WIDTH_LIMIT) {
+            return Err(format!(
+                "format {what} {n} at offset {offset} is too large (at most {FORMAT_WIDTH_LIMIT})"
+            ));
+        }
     }
     match peek(j) {
         None => Err(unterminated()),
@@ -1991,6 +2013,26 @@ mod tests {
         check(r#"endswith("hello", "he")"#, "false");
         check(r#"strcontains("hello", "ell")"#, "true");
         check(r#"strcontains("hello", "xyz")"#, "false");
+    }
+
+    #[test]
+    fn format_width_and_precision_are_bounded() {
+        for src in [
+            r#"format("%.99999f", 1)"#,
+            r#"format("%999999999d", 1)"#,
+            r#"format("%99999999999999999999999s", "x")"#,
+            r#"format("%.70000e", 1)"#,
+            r#"indent(999999999, "a
+b")"#,
+        ] {
+            let e = err(src);
+            assert!(e.contains("at most 10000"), "{src}: {e}");
+        }
+        check_str(
+            r#"format("%5d|%-4s|%.3f", 42, "ab", 1)"#,
+            "   42|ab  |1.000",
+        );
+        assert_eq!(eval(r#"length(format("%10000d", 1))"#), Value::from(10000));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! blocks into `variable`, `locals`, `provider`, `data`, `step` and `output`, and records every
 //! reference an expression makes. It collects every diagnostic before it stops.
 
+pub mod arith;
 pub mod diagnostic;
 pub mod eval;
 pub mod functions;
@@ -413,10 +414,9 @@ pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
 /// hidden (`.x.hcl`) nor an editor's backup (`x.hcl~`) or autosave (`#x.hcl#`).
 fn is_config_file_name(name: &std::ffi::OsStr) -> bool {
     let name = name.as_encoded_bytes();
-    name.ends_with(b".hcl")
-        && !name.starts_with(b".")
-        && !name.ends_with(b"~")
-        && !(name.starts_with(b"#") && name.ends_with(b"#"))
+    // Backups (`main.hcl~`) and autosaves (`#main.hcl#`) do not end in `.hcl`; Emacs' lock
+    // links (`.#main.hcl`) are hidden.
+    name.ends_with(b".hcl") && !name.starts_with(b".")
 }
 
 /// Parses already-read files into a [`Config`].
@@ -491,6 +491,113 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
     Ok(config)
 }
 
+/// Evaluates a value given as text outside the configuration (`--var`, `OPSCTL_VAR_*`):
+/// literals, collections and arithmetic; no references or function calls.
+///
+/// # Errors
+///
+/// A message when the text does not parse, does not evaluate, or holds a whole number out of
+/// range.
+pub fn eval_value_text(text: &str) -> Result<hcl::Value, String> {
+    let mut expr = hcl_edit::parser::parse_expr(text).map_err(|e| {
+        format!(
+            "cannot parse `{text}`: {} at column {}",
+            e.message(),
+            e.location().column()
+        )
+    })?;
+    let file = SourceFile::new("", text);
+    eval_value_expr(&file, 0, &mut expr).map_err(|d| format!("`{text}`: {}", d.message))
+}
+
+/// Parses and evaluates a var file: `name = value` lines, whose values are literals,
+/// collections and arithmetic. Returns each entry's name with its value or error. Diagnostics
+/// are located in the var file (`path:line:col`).
+///
+/// # Errors
+///
+/// A syntax error, or a block where only attributes belong.
+#[allow(clippy::type_complexity)]
+pub fn parse_var_file(
+    path: &str,
+    text: &str,
+) -> Result<Vec<(String, Result<hcl::Value, Diagnostic>)>, Diagnostic> {
+    let sources = Sources {
+        files: vec![SourceFile::new(path, text)],
+    };
+    let text = &sources.files[0].text;
+    let located = |mut d: Diagnostic| {
+        d.locate(&sources);
+        d
+    };
+    let body = match hcl_edit::parser::parse_body(text) {
+        Ok(body) => body,
+        Err(err) => {
+            let (message, range, note) = match syntax::explain(text) {
+                Some(p) => (p.message, p.range, p.note),
+                None => {
+                    let at = err.location().offset();
+                    (err.message().to_string(), at..at + 1, None)
+                }
+            };
+            let mut d = Diagnostic::error(format!("syntax error in var file `{path}`: {message}"))
+                .with_span(Span { file: 0, range });
+            if let Some(note) = note {
+                d = d.with_note(note);
+            }
+            return Err(located(d));
+        }
+    };
+    let mut out = Vec::new();
+    for structure in body.into_iter() {
+        match structure {
+            Structure::Attribute(mut attr) => {
+                let name = attr.key.as_str().to_string();
+                let value = eval_value_expr(&sources.files[0], 0, &mut attr.value).map_err(located);
+                out.push((name, value));
+            }
+            Structure::Block(block) => {
+                return Err(located(
+                    Diagnostic::error(format!(
+                        "var file `{path}` may only set variables (`name = value`), not hold a `{}` block",
+                        block.ident.as_str()
+                    ))
+                    .with_span(header_span(0, &block)),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Evaluates an expression that may not refer to anything: checks its number literals,
+/// rewrites its arithmetic, evaluates it with the arithmetic functions only.
+fn eval_value_expr(
+    file: &SourceFile,
+    file_idx: usize,
+    expr: &mut hcl_edit::expr::Expression,
+) -> Result<hcl::Value, Diagnostic> {
+    use hcl::eval::Evaluate as _;
+    let span = span_of(file_idx, hcl_edit::Span::span(&*expr));
+    let mut diags = Diagnostics::default();
+    let mut check = NumberCheck {
+        file: file_idx,
+        text: &file.text,
+        diags: &mut diags,
+    };
+    hcl_edit::visit::Visit::visit_expr(&mut check, expr);
+    if let Some(d) = diags.0.into_iter().next() {
+        return Err(d);
+    }
+    arith::rewrite(file_idx, expr);
+    hcl::Expression::from(expr.clone())
+        .evaluate(arith::context())
+        .map_err(|e| {
+            Diagnostic::error(format!("cannot evaluate: {}", eval::error_message(&e)))
+                .with_span(span)
+        })
+}
+
 /// Rejects whole-number literals that do not fit in 64 bits: `hcl-edit` would silently turn
 /// `999999999999999999999` into the float `1e21`.
 struct NumberCheck<'a> {
@@ -560,11 +667,13 @@ fn label_span(label: &hcl_edit::structure::BlockLabel) -> Option<Range<usize>> {
 }
 
 fn make_attr(file: usize, attr: &hcl_edit::structure::Attribute) -> Attr {
-    let (refs, functions) = refs::collect(file, &attr.value);
+    let (refs, mut functions) = refs::collect(file, &attr.value);
+    let mut value = attr.value.clone();
+    functions.extend(arith::rewrite(file, &mut value));
     Attr {
         functions,
         name: attr.key.as_str().to_string(),
-        expr: hcl::Expression::from(attr.value.clone()),
+        expr: hcl::Expression::from(value),
         span: span_of(file, attr.value.span()),
         key_span: span_of(file, attr.key.span()),
         refs,

@@ -161,14 +161,28 @@ impl TypeConstraint {
     }
 }
 
+/// A number written as text: a whole number that fits in 64 bits, or a finite decimal. A whole
+/// number too large for 64 bits is refused rather than rounded to a float.
 fn parse_number(s: &str) -> Option<Value> {
-    if let Ok(i) = s.trim().parse::<i64>() {
+    let s = s.trim();
+    if let Ok(i) = s.parse::<i64>() {
         return Some(Value::from(i));
     }
-    s.trim()
-        .parse::<f64>()
+    if let Ok(u) = s.parse::<u64>() {
+        return Some(Value::from(u));
+    }
+    if is_whole_number_text(s) {
+        return None;
+    }
+    s.parse::<f64>()
         .ok()
         .and_then(|f| hcl::Number::from_f64(f).map(Value::Number))
+}
+
+/// Whether `s` is written as a whole number: digits with an optional sign.
+pub fn is_whole_number_text(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A short description of a value's type (`a string`, `a list`, ...).

@@ -421,10 +421,8 @@ fn check_block_schema(
                 ) {
                     if let Err(expected) = spec.ty.check(&v) {
                         diags.push(
-                            Diagnostic::error(format!(
-                                "wrong type for argument `{}`: expected {expected}, got {}",
-                                a.name,
-                                describe_json(&v)
+                            Diagnostic::error(arg_type_message(
+                                &a.name, None, spec.ty, expected, &v,
                             ))
                             .with_span(a.span.clone()),
                         );
@@ -470,6 +468,27 @@ fn check_block_schema(
         }
         None => Some(provider.to_string()),
     }
+}
+
+/// The message for an argument value its type rejects: `wrong type for argument ...`, or for
+/// a duration string what is wrong with it. `of` names the step instance, if known.
+pub fn arg_type_message(
+    name: &str,
+    of: Option<&str>,
+    ty: crate::provider::ArgType,
+    expected: &str,
+    v: &serde_json::Value,
+) -> String {
+    let of = of.map(|a| format!(" of `{a}`")).unwrap_or_default();
+    if let (crate::provider::ArgType::Duration, Some(s)) = (ty, v.as_str()) {
+        if let Err(e) = crate::provider::builtin::parse_duration(s) {
+            return format!("invalid argument `{name}`{of}: {e}");
+        }
+    }
+    format!(
+        "wrong type for argument `{name}`{of}: expected {expected}, got {}",
+        describe_json(v)
+    )
 }
 
 /// `a string`, `a number`, ... for a JSON value.

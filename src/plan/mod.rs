@@ -405,17 +405,48 @@ fn eval_meta_timeout(
     let Some(a) = attr else {
         return Ok(DEFAULT_TIMEOUT);
     };
-    match evaluate(a, scope)? {
-        v if lenient && is_unknown(&v) => Ok(DEFAULT_TIMEOUT),
-        Value::String(s) if !s.contains(eval::UNKNOWN) => {
-            parse_duration(&s).map_err(|e| diag_at(e, &a.span))
+    let timeout = match evaluate(a, scope)? {
+        v if lenient && is_unknown(&v) => return Ok(DEFAULT_TIMEOUT),
+        Value::String(s) if !s.contains(eval::UNKNOWN) => parse_duration(&s),
+        Value::Number(n) => crate::provider::builtin::duration_from_secs(n.as_f64().unwrap_or(0.0))
+            .map_err(|e| format!("invalid duration `{n}`: {e}")),
+        _ => {
+            return Err(diag_at(
+                "`timeout` must be a known duration such as `\"30m\"`".into(),
+                &a.span,
+            ))
         }
-        Value::Number(n) => Ok(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))),
-        _ => Err(diag_at(
-            "`timeout` must be a known duration such as `\"30m\"`".into(),
+    };
+    match timeout {
+        Ok(t) if t.is_zero() => Err(diag_at(
+            "`timeout` must be longer than zero".into(),
             &a.span,
         )),
+        Ok(t) => Ok(t),
+        Err(e) => Err(diag_at(format!("invalid `timeout`: {e}"), &a.span)),
     }
+}
+
+/// The most instances one `step` or `data` block may expand to (`count`, `for_each`).
+pub const MAX_INSTANCES_PER_BLOCK: usize = 10_000;
+
+/// The most step and data instances a procedure may have in all. Plan and apply hold every
+/// instance in memory (about 3 KiB each for a `noop`; BENCHMARKS.md measures up to 20,000).
+pub const MAX_INSTANCES: usize = 50_000;
+
+fn too_many_instances(
+    block: &crate::config::BlockDef,
+    meta: &str,
+    n: u64,
+    span: &crate::config::Span,
+) -> Diagnostic {
+    diag_at(
+        format!(
+            "`{meta}` of `{}` asks for {n} instances; a block may have at most {MAX_INSTANCES_PER_BLOCK}",
+            block.address()
+        ),
+        span,
+    )
 }
 
 /// Expansion of one block: instance keys with their `count.index` / `each`.
@@ -445,6 +476,10 @@ fn expand(
                 diag_at(format!("`count` must be a whole number >= 0, got {}", crate::config::types::describe_value(&v)), &c.span)
             }
         })?;
+        // Checked before anything is allocated for the instances.
+        if n > MAX_INSTANCES_PER_BLOCK as u64 {
+            return Err(too_many_instances(block, "count", n, &c.span));
+        }
         return Ok((0..n)
             .map(|i| (Some(IndexKey::Int(i)), Some(i), None))
             .collect());
@@ -460,6 +495,14 @@ fn expand(
         }
         if is_unknown(&v) {
             return Err(diag_at("`for_each` depends on a value known only after apply; it must be known at plan time".into(), &f.span));
+        }
+        let n = match &v {
+            Value::Object(map) => map.len(),
+            Value::Array(items) => items.len(),
+            _ => 0,
+        };
+        if n > MAX_INSTANCES_PER_BLOCK {
+            return Err(too_many_instances(block, "for_each", n as u64, &f.span));
         }
         return match v {
             Value::Object(map) => Ok(map
@@ -554,6 +597,7 @@ pub async fn plan(
         .map(|v| format!("var.{}", v.name))
         .collect();
 
+    let mut total_instances = 0usize;
     for node in &cgraph.order {
         match *node {
             Node::Local(i) => {
@@ -640,6 +684,18 @@ pub async fn plan(
                         continue;
                     }
                 };
+                total_instances += expansion.len();
+                if total_instances > MAX_INSTANCES {
+                    diags.push(diag_at(
+                        format!(
+                            "the procedure has more than {MAX_INSTANCES} step and data instances (the limit per procedure) once `{base}` is expanded; split it into several procedures"
+                        ),
+                        &block.span,
+                    ));
+                    // Stop here: expanding further would only allocate more.
+                    diags.attach_sources(&config.sources);
+                    return Err(diags.into());
+                }
                 let mut values: Vec<(Option<IndexKey>, Value)> =
                     Vec::with_capacity(expansion.len());
                 for (key, count, each) in expansion {
@@ -667,10 +723,12 @@ pub async fn plan(
                                     {
                                         if let Err(expected) = spec.ty.check(&j) {
                                             diags.push(diag_at(
-                                                format!(
-                                                    "wrong type for argument `{}` of `{address}`: expected {expected}, got {}",
-                                                    a.name,
-                                                    graph::describe_json(&j)
+                                                graph::arg_type_message(
+                                                    &a.name,
+                                                    Some(&address),
+                                                    spec.ty,
+                                                    expected,
+                                                    &j,
                                                 ),
                                                 &a.span,
                                             ));

@@ -68,32 +68,27 @@ fn resolve_with(
         }
     }
     for (path, text) in &inputs.files {
-        match hcl::parse(text) {
-            Ok(body) => {
-                for attr in body.attributes() {
-                    let name = attr.key().to_string();
+        match crate::config::parse_var_file(path, text) {
+            Ok(entries) => {
+                for (name, value) in entries {
                     if !declared(&name) {
                         diags.push(Diagnostic::error(format!(
                             "var file `{path}` sets `{name}`, which is not a declared variable"
                         )));
                         continue;
                     }
-                    let ctx = hcl::eval::Context::new();
-                    match hcl::eval::Evaluate::evaluate(attr.expr(), &ctx) {
+                    match value {
                         Ok(v) => {
                             raw.insert(name, (Raw::Value(v), format!("var file `{path}`")));
                         }
-                        Err(e) => diags.push(Diagnostic::error(format!(
-                            "var file `{path}`: cannot evaluate `{name}`: {}",
-                            e.to_string().lines().next().unwrap_or_default()
-                        ))),
+                        Err(mut d) => {
+                            d.message = format!("var file `{path}`: `{name}`: {}", d.message);
+                            diags.push(d);
+                        }
                     }
                 }
             }
-            Err(e) => diags.push(Diagnostic::error(format!(
-                "cannot parse var file `{path}`: {}",
-                e.to_string().trim()
-            ))),
+            Err(d) => diags.push(d),
         }
     }
     for (name, value) in &inputs.cli {
@@ -197,18 +192,7 @@ fn resolve_with(
 }
 
 fn parse_hcl_value(text: &str) -> Result<Value, String> {
-    let expr: hcl::Expression = text.parse().map_err(|e: hcl::Error| {
-        format!(
-            "cannot parse `{text}`: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        )
-    })?;
-    hcl::eval::Evaluate::evaluate(&expr, &hcl::eval::Context::new()).map_err(|e| {
-        format!(
-            "cannot evaluate `{text}`: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        )
-    })
+    crate::config::eval_value_text(text)
 }
 
 struct NoScope;

@@ -37,6 +37,8 @@ pub enum ArgType {
     StringOrList,
     /// A map of strings.
     MapOfString,
+    /// A duration string such as `"30s"` or `"1h30m"` (see [`builtin::parse_duration`]).
+    Duration,
     /// Anything.
     Any,
 }
@@ -56,6 +58,9 @@ impl ArgType {
             ArgType::MapOfString => v
                 .as_object()
                 .is_some_and(|m| m.values().all(Json::is_string)),
+            ArgType::Duration => v
+                .as_str()
+                .is_some_and(|s| builtin::parse_duration(s).is_ok()),
             ArgType::Any => true,
         };
         if ok || v.is_null() {
@@ -75,6 +80,7 @@ impl ArgType {
             ArgType::ListOfString => "a list of strings",
             ArgType::StringOrList => "a string or a list of strings",
             ArgType::MapOfString => "a map of strings",
+            ArgType::Duration => "a duration such as \"30s\" or \"1h30m\"",
             ArgType::Any => "any value",
         }
     }

@@ -41,7 +41,7 @@ const NOOP_ARGS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "delay",
-        ty: ArgType::String,
+        ty: ArgType::Duration,
         required: false,
         doc: "time to wait at apply, e.g. `\"2s\"`",
     },
@@ -90,20 +90,28 @@ impl StepType for Noop {
     }
 }
 
+/// The longest duration opsctl accepts (a `timeout`, a `delay`): 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Parses a Go-style duration such as `"90s"`, `"1h30m"`, `"500ms"` (also a bare number of
-/// seconds).
+/// seconds). Units: `ms`, `s`, `m`, `h`, `d`.
 ///
 /// # Errors
 ///
-/// A message naming the bad duration.
+/// A message naming the bad duration: not a duration, negative, or longer than
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
     let bad = || format!("invalid duration `{s}`; expected e.g. `\"30s\"`, `\"5m\"`, `\"1h30m\"`");
+    // A bare number of seconds (only digits, `.`, an exponent: not `inf` or `NaN`).
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && text.bytes().any(|b| b.is_ascii_digit())
+    {
+        let secs: f64 = text.parse().map_err(|_| bad())?;
+        return duration_from_secs(secs).map_err(|e| format!("invalid duration `{s}`: {e}"));
+    }
     let mut total = 0f64;
     let mut rest = text;
     if rest.is_empty() {
@@ -132,7 +140,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += n * unit;
         rest = &rest[u_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    duration_from_secs(total).map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+/// A duration of `secs` seconds.
+///
+/// # Errors
+///
+/// When `secs` is negative, not finite, or more than [`MAX_DURATION`].
+pub fn duration_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err("a duration cannot be negative".to_string());
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "longer than the maximum of {} days",
+            MAX_DURATION.as_secs() / 86400
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -147,5 +173,23 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("ten minutes").is_err());
         assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        for bad in [
+            "1e30",
+            "366d",
+            "1e400",
+            "inf",
+            "NaN",
+            "-1",
+            "-5s",
+            "1.2.3s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("1e30")
+            .unwrap_err()
+            .contains("longer than the maximum of 365 days"));
     }
 }
