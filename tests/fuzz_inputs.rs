@@ -250,7 +250,39 @@ fn expr() -> impl Strategy<Value = String> {
     })
 }
 
-fn duration() -> impl Strategy<Value = String> {
+/// An expression generator: [`expr`] (anything) or [`simple_expr`] (mostly valid).
+type Expr = fn() -> BoxedStrategy<String>;
+
+fn any_expr() -> BoxedStrategy<String> {
+    expr().boxed()
+}
+
+/// Expressions that mostly evaluate: literals, references to what the configuration
+/// declares, a little arithmetic and a few functions.
+fn simple_expr() -> BoxedStrategy<String> {
+    let known = || {
+        prop::sample::select(vec![
+            "var.v0",
+            "var.v1",
+            "local.l0",
+            "local.l1",
+            "step.noop.s0.result",
+            "step.exec.e0.stdout",
+            "path.cwd",
+        ])
+    };
+    prop_oneof![
+        3 => literal(),
+        2 => known().prop_map(str::to_string),
+        1 => (known(), number()).prop_map(|(r, n)| format!("{r} + {n}")),
+        1 => known().prop_map(|r| format!("\"x-${{{r}}}\"")),
+        1 => known().prop_map(|r| format!("length(tostring({r}))")),
+        1 => known().prop_map(|r| format!("jsonencode({r})")),
+    ]
+    .boxed()
+}
+
+fn duration(e: Expr) -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
             "\"1s\"",
@@ -271,43 +303,48 @@ fn duration() -> impl Strategy<Value = String> {
             "\"99999999999999999999h\"",
         ])
         .prop_map(str::to_string),
-        expr(),
+        e(),
     ]
 }
 
 /// Meta-arguments and arguments of a step, as lines.
-fn step_body(exec: bool) -> impl Strategy<Value = Vec<String>> {
+fn step_body(exec: bool, e: Expr, lines: usize) -> impl Strategy<Value = Vec<String>> {
     let arg = if exec {
         prop_oneof![
-            expr().prop_map(|e| format!("environment = {{ B = {e} }}")),
-            expr().prop_map(|e| format!("environment = {{ A = {e} }}")),
-            expr().prop_map(|e| format!("working_dir = {e}")),
-            expr().prop_map(|e| format!("idempotent = {e}")),
-            expr().prop_map(|e| format!("target = {e}")),
+            e().prop_map(|e| format!("environment = {{ B = {e} }}")),
+            e().prop_map(|e| format!("environment = {{ A = {e} }}")),
+            e().prop_map(|e| format!("working_dir = {e}")),
+            e().prop_map(|e| format!("idempotent = {e}")),
+            e().prop_map(|e| format!("target = {e}")),
         ]
         .boxed()
     } else {
         prop_oneof![
-            expr().prop_map(|e| format!("result = {e}")),
-            expr().prop_map(|e| format!("target = {e}")),
-            duration().prop_map(|d| format!("delay = {d}")),
+            e().prop_map(|e| format!("result = {e}")),
+            e().prop_map(|e| format!("target = {e}")),
+            duration(e).prop_map(|d| format!("delay = {d}")),
         ]
         .boxed()
     };
     let meta = prop_oneof![
         prop_oneof![
             number(),
-            expr(),
+            e(),
             Just("10001".to_string()),
             Just("3".to_string())
         ]
         .prop_map(|n| format!("count = {n}")),
-        expr().prop_map(|e| format!("for_each = {e}")),
+        e().prop_map(|e| format!("for_each = {e}")),
         Just("for_each = toset([\"a\", \"b\"])".to_string()),
-        duration().prop_map(|d| format!("timeout = {d}")),
-        reference().prop_map(|r| format!("depends_on = [{r}]")),
+        duration(e).prop_map(|d| format!("timeout = {d}")),
+        prop_oneof![
+            6 => prop::sample::select(vec!["step.noop.s0", "step.noop.s1", "step.noop.s2", "step.exec.e0"])
+                .prop_map(str::to_string),
+            1 => reference(),
+        ]
+        .prop_map(|r| format!("depends_on = [{r}]")),
     ];
-    prop::collection::vec(prop_oneof![3 => arg, 1 => meta], 0..5).prop_map(|lines| {
+    prop::collection::vec(prop_oneof![3 => arg, 1 => meta], 0..lines).prop_map(|lines| {
         // One of each argument: a repeated attribute is a syntax error that hides the rest.
         let mut seen = std::collections::HashSet::new();
         lines
@@ -319,8 +356,8 @@ fn step_body(exec: bool) -> impl Strategy<Value = Vec<String>> {
 
 /// A whole configuration: variables `v0`, `v1`, locals `l0`, `l1`, `noop` steps `s0`..`s2`,
 /// an `exec` step `e0` (each present or not) and outputs, so that most references resolve.
-fn configuration() -> impl Strategy<Value = String> {
-    let variable = |i: usize| {
+fn configuration(e: Expr, lines: usize) -> impl Strategy<Value = String> {
+    let variable = move |i: usize| {
         prop::option::weighted(
             0.95,
             (
@@ -337,7 +374,7 @@ fn configuration() -> impl Strategy<Value = String> {
                     0.3,
                     prop_oneof![
                         Just(format!("length(tostring(var.v{i})) < 100")),
-                        expr(),
+                        e(),
                     ],
                 ),
             ),
@@ -365,8 +402,8 @@ fn configuration() -> impl Strategy<Value = String> {
     let locals = prop::option::weighted(
         0.9,
         (
-            prop::option::weighted(0.9, expr()),
-            prop::option::weighted(0.9, expr()),
+            prop::option::weighted(0.9, e()),
+            prop::option::weighted(0.9, e()),
         ),
     )
     .prop_map(|ls| match ls {
@@ -382,20 +419,23 @@ fn configuration() -> impl Strategy<Value = String> {
         }
         None => String::new(),
     });
-    let noop = |i: usize| {
-        prop::option::weighted(0.95, step_body(false)).prop_map(move |lines| match lines {
-            Some(lines) => format!("step \"noop\" \"s{i}\" {{\n  {}\n}}\n", lines.join("\n  ")),
-            None => String::new(),
-        })
+    let noop = move |i: usize| {
+        prop::option::weighted(0.95, step_body(false, e, lines)).prop_map(
+            move |lines| match lines {
+                Some(lines) => format!("step \"noop\" \"s{i}\" {{\n  {}\n}}\n", lines.join("\n  ")),
+                None => String::new(),
+            },
+        )
     };
-    let exec = prop::option::weighted(0.9, step_body(true)).prop_map(|lines| match lines {
-        Some(lines) => format!(
-            "step \"exec\" \"e0\" {{\n  command = \"true\"\n  {}\n}}\n",
-            lines.join("\n  ")
-        ),
-        None => String::new(),
-    });
-    let output = (0usize..2, expr(), any::<bool>()).prop_map(|(i, e, sensitive)| {
+    let exec =
+        prop::option::weighted(0.9, step_body(true, e, lines)).prop_map(|lines| match lines {
+            Some(lines) => format!(
+                "step \"exec\" \"e0\" {{\n  command = \"true\"\n  {}\n}}\n",
+                lines.join("\n  ")
+            ),
+            None => String::new(),
+        });
+    let output = (0usize..2, e(), any::<bool>()).prop_map(|(i, e, sensitive)| {
         format!("output \"o{i}\" {{\n  value = {e}\n  sensitive = {sensitive}\n}}\n")
     });
     (
@@ -520,7 +560,7 @@ fn apply_mutations(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 /// A configuration, mutated half of the time.
 fn mutated_configuration() -> impl Strategy<Value = Bytes> {
     (
-        configuration(),
+        prop_oneof![configuration(any_expr, 5), configuration(simple_expr, 3)],
         prop_oneof![
             2 => Just(Vec::new()),
             1 => prop::collection::vec(mutation(), 1..5),
@@ -979,6 +1019,16 @@ fn apply_resume_of_mutated_journals() {
         let journal = work.state_dir().join("journal").join(name);
         std::fs::write(&journal, damaged_journal(&damage)).unwrap();
         let out = run(opsctl(&work, None).args(["apply", "--resume", "--auto-approve"]));
+        if std::env::var_os("OPSCTL_FUZZ_DEBUG").is_some() {
+            let first = out
+                .stderr
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            eprintln!("RESUME {} {first}", out.code);
+        }
         no_panic(&out, "apply --resume")
     });
 }

@@ -87,8 +87,15 @@ pub fn evaluate(attr: &Attr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
             return Ok(v);
         }
     }
-    let mut ctx = if !attr.functions.is_empty() {
+    // Arithmetic alone needs only its five checked functions, not the whole library.
+    let mut ctx = if attr
+        .functions
+        .iter()
+        .any(|(name, _)| !super::arith::is_internal(name))
+    {
         functions_context().clone()
+    } else if !attr.functions.is_empty() {
+        super::arith::context().clone()
     } else {
         Context::new()
     };
