@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use tokio::sync::Notify;
 
 use crate::config::eval::{map_is_unknown, UNKNOWN};
-use crate::plan::{Plan, Providers};
+use crate::plan::{is_sensitive_marker, sensitive_marker, Plan, Providers};
 use crate::provider::{Action, Current, InDoubt, Registry};
 use crate::state::journal::{Durable, JournalWriter, Record, Replay};
 use crate::state::{now_rfc3339, StateError};
@@ -179,8 +179,8 @@ pub async fn resolve_in_doubt(
                 .await
                 .map_err(|e| ApplyError::InDoubtCheck {
                     step: step.clone(),
-                    target: inst.target.clone(),
-                    message: e.to_string(),
+                    target: plan.redact(&inst.target),
+                    message: plan.redact(&e.to_string()),
                 })?
         };
         match verdict {
@@ -335,7 +335,15 @@ pub async fn execute(
                 if !done[i] {
                     done[i] = true;
                     outcome.skipped += 1;
-                    outcome.outputs.insert(step.clone(), outputs.clone());
+                    // Sensitive outputs are not in the journal: the plan derived them again
+                    // from the re-supplied variables (what it could not stays unknown, and
+                    // the plan refused any step still to run that needs it).
+                    let outputs = if is_sensitive_marker(outputs) {
+                        plan.instances[i].planned_outputs.clone()
+                    } else {
+                        outputs.clone()
+                    };
+                    outcome.outputs.insert(step.clone(), outputs);
                     reporter.step_skipped(step, "finished in an earlier attempt of this run");
                 }
             }
@@ -373,10 +381,19 @@ pub async fn execute(
             let inputs = if map_is_unknown(&inst.inputs) {
                 match plan.reevaluate(i, &outcome.outputs) {
                     Ok(v) => {
+                        if inst.sensitive {
+                            // Known only now: scrub these from its messages too.
+                            for a in &inst.sensitive_args {
+                                if let Some(value) = v.get(a) {
+                                    plan.add_derived_secrets(value);
+                                }
+                            }
+                        }
                         reevaluated.insert(i, v.clone());
                         v
                     }
                     Err(mut d) => {
+                        d.message = plan.redact(&d.message);
                         d.locate(&plan.config.sources);
                         let rendered = d.to_string();
                         let msg = rendered
@@ -472,6 +489,10 @@ pub async fn execute(
                     outcome.unchanged += 1;
                 } else {
                     *outcome.applied.entry(action).or_default() += 1;
+                }
+                if plan.instances[i].sensitive {
+                    // Derived from a secret: scrub it from later messages too.
+                    plan.add_derived_secrets(&outputs);
                 }
                 reporter.step_finished(&plan.instances[i].address, action, elapsed);
                 // Later steps see the arguments the step actually ran with, overlaid by its
@@ -593,12 +614,13 @@ async fn run_step_inner(
     }
     if action == Action::NoOp {
         let outputs = outputs_for_resolved(&inst.planned_outputs);
+        let (recorded, observed) = journaled(inst, &outputs, observed_before.unwrap_or(Json::Null));
         let durable = journal.enqueue(&Record::StepFinished {
             step: inst.address.clone(),
             at: now_rfc3339(),
             action: Action::NoOp.as_str().into(),
-            outputs: outputs.clone(),
-            observed: observed_before.unwrap_or(Json::Null),
+            outputs: recorded,
+            observed,
         })?;
         return Ok(StepResult::Finished {
             action,
@@ -673,11 +695,12 @@ async fn run_step_inner(
     }
     // Queued, not waited for: the `step_started` of a dependent (which is waited for) or the
     // run's last record carries it to disk, since the journal is synced in order.
+    let (recorded, observed) = journaled(inst, &outputs, observed);
     let durable = journal.enqueue(&Record::StepFinished {
         step: inst.address.clone(),
         at: now_rfc3339(),
         action: action.as_str().into(),
-        outputs: outputs.clone(),
+        outputs: recorded,
         observed,
     })?;
     Ok(StepResult::Finished {
@@ -686,6 +709,21 @@ async fn run_step_inner(
         elapsed: started.elapsed(),
         durable,
     })
+}
+
+/// What `step_finished` records: the outputs and observed state, or for a step fed by a
+/// sensitive value [`sensitive_marker`] instead of each (they may hold the secret).
+fn journaled(inst: &crate::plan::Instance, outputs: &Json, observed: Json) -> (Json, Json) {
+    if inst.sensitive {
+        let observed = if observed.is_null() {
+            observed
+        } else {
+            sensitive_marker()
+        };
+        (sensitive_marker(), observed)
+    } else {
+        (outputs.clone(), observed)
+    }
 }
 
 /// Journals a step failure durably; returns the failed result.
