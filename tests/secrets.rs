@@ -429,3 +429,35 @@ step "exec" "b" {
     let reversed: String = SECRET.chars().rev().collect();
     assert_nowhere(&work, &[&out, &resumed], &[SECRET, &reversed]);
 }
+
+/// A result that calls `timestamp()` would derive another value on resume than the one the
+/// step ran with: it is not derived again, and the step that needs it is refused.
+#[test]
+fn resume_does_not_rederive_a_result_that_calls_timestamp() {
+    let work = work_with(
+        r#"
+variable "pw" {
+  type      = string
+  sensitive = true
+}
+locals {
+  stamp = timestamp()
+}
+step "noop" "a" {
+  result = "${var.pw}@${local.stamp}"
+}
+step "exec" "b" {
+  command = "test -e go && printf %s '${step.noop.a.result}' > out.txt"
+}
+"#,
+    );
+    let out = apply(&work, &[("pw", SECRET)]);
+    assert_fails(&out);
+    fs::write(work.path().join("go"), "").expect("write go");
+    let resumed = resume(&work, &[("pw", SECRET)]);
+    assert_fails(&resumed);
+    err_has(&resumed, "`step.noop.a`");
+    err_has(&resumed, "main.hcl:13:");
+    assert!(!work.path().join("out.txt").exists(), "{resumed}");
+    assert_nowhere(&work, &[&out, &resumed], &[SECRET]);
+}

@@ -834,7 +834,20 @@ pub async fn plan(
                                 // step type can; what it cannot stays unknown, and a step
                                 // still to run that needs it is refused (`needs_gone_output`).
                                 Some(o) if is_sensitive_marker(o) => {
-                                    let derived = st.planned_outputs(&inputs);
+                                    let mut derived = st.planned_outputs(&inputs);
+                                    if block
+                                        .args
+                                        .iter()
+                                        .any(|a| calls_impure(a, &config, &mut HashSet::new()))
+                                    {
+                                        // `timestamp()` would derive another value than
+                                        // the one the step ran with.
+                                        if let Json::Object(o) = &mut derived {
+                                            for v in o.values_mut() {
+                                                *v = Json::String(eval::UNKNOWN.into());
+                                            }
+                                        }
+                                    }
                                     if json_is_unknown(&derived) {
                                         gone.entry(base.clone()).or_default().push((
                                             address.clone(),
@@ -1223,6 +1236,27 @@ fn needs_gone_output(
         ),
         span,
     ))
+}
+
+/// Functions whose result changes from one evaluation to the next.
+const IMPURE_FUNCTIONS: &[&str] = &["timestamp"];
+
+/// Whether `attr` calls an impure function, directly or through locals.
+fn calls_impure(attr: &Attr, config: &Config, seen: &mut HashSet<String>) -> bool {
+    attr.functions
+        .iter()
+        .any(|(f, _)| IMPURE_FUNCTIONS.contains(&f.as_str()))
+        || attr.refs.iter().any(|r| {
+            r.root == RefRoot::Local
+                && r.parts.get(1).is_some_and(|name| {
+                    seen.insert(name.clone())
+                        && config
+                            .locals
+                            .iter()
+                            .find(|l| &l.attr.name == name)
+                            .is_some_and(|l| calls_impure(&l.attr, config, seen))
+                })
+        })
 }
 
 /// The first reference of `attr` (directly or through locals) to a lost output: (where it is
