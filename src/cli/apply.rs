@@ -379,6 +379,24 @@ fn secret_matches(v: &serde_json::Value, phc: &str) -> Result<bool, String> {
         .is_ok())
 }
 
+/// The argon2 hash recorded for sensitive variable `name`.
+///
+/// # Errors
+///
+/// The old unsalted `sha256` form (refused: a dictionary recovers it), or no hash at all.
+fn recorded_hash<'a>(name: &str, recorded: &'a serde_json::Value) -> Result<&'a str, String> {
+    match recorded.get("argon2").and_then(serde_json::Value::as_str) {
+        Some(phc) => Ok(phc),
+        None if recorded.get("sha256").is_some() => Err(format!(
+            "the run records sensitive variable `{name}` as an unsalted SHA-256 digest (written by an older opsctl), \
+             which this version no longer trusts; finish it with that version, or start a new run"
+        )),
+        None => Err(format!(
+            "the run records sensitive variable `{name}` without a hash to check it against"
+        )),
+    }
+}
+
 /// The variables of a resumed run: recorded values, and sensitive ones supplied again
 /// (`OPSCTL_VAR_name`, `--var`, `--var-file`) and checked against the recorded argon2 hash.
 ///
@@ -398,16 +416,7 @@ fn resumed_variables(
             out.insert(name.clone(), crate::config::eval::from_json(value));
             continue;
         }
-        let Some(want) = value.get("argon2").and_then(serde_json::Value::as_str) else {
-            return Err(if value.get("sha256").is_some() {
-                format!(
-                    "the run records sensitive variable `{name}` as an unsalted SHA-256 digest (written by an older opsctl), \
-                     which this version no longer trusts; finish it with that version, or start a new run"
-                )
-            } else {
-                format!("the run records sensitive variable `{name}` without a hash to check it against")
-            });
-        };
+        let want = recorded_hash(name, value)?;
         if supplied.is_none() {
             let inputs = var_inputs(args)?;
             supplied = Some(
@@ -477,4 +486,33 @@ fn spawn_signal_handler(cancel: Arc<Cancel>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sensitive_values_hash_salted_and_verify() {
+        let pin = json!("482916");
+        let a = secret_hash(&pin).unwrap();
+        let b = secret_hash(&pin).unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, b, "two hashes of one value must differ (salt)");
+        assert!(secret_matches(&pin, &a).unwrap());
+        assert!(!secret_matches(&json!("482917"), &a).unwrap());
+        assert!(!secret_matches(&json!(482916), &a).unwrap());
+        assert!(secret_matches(&pin, "not a hash").is_err());
+    }
+
+    #[test]
+    fn an_old_unsalted_digest_is_refused() {
+        let old = json!({ "sensitive": true, "sha256": "ab".repeat(32) });
+        let err = recorded_hash("pin", &old).unwrap_err();
+        assert!(err.contains("unsalted SHA-256"), "{err}");
+        assert!(recorded_hash("pin", &json!({ "sensitive": true })).is_err());
+        let new = json!({ "sensitive": true, "argon2": "$argon2id$x" });
+        assert_eq!(recorded_hash("pin", &new).unwrap(), "$argon2id$x");
+    }
 }

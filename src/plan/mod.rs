@@ -33,7 +33,9 @@ pub struct PlanOptions {
     pub parallelism: usize,
     /// Whether to talk to the APIs (false for `validate`: data and targets stay unknown).
     pub read: bool,
-    /// Outputs of steps already finished in the run being resumed, by step address.
+    /// Outputs of steps already finished in the run being resumed, by step address; for a
+    /// sensitive step the journal holds [`sensitive_marker`] instead, and plan derives its
+    /// outputs again from its inputs where it can (see [`Instance::sensitive`]).
     pub finished_outputs: HashMap<String, Json>,
 }
 
