@@ -112,6 +112,10 @@ pub enum ApplyError {
     /// Steps interrupted in an earlier attempt cannot tell whether they took effect.
     #[error("{}", in_doubt_message(.0))]
     InDoubt(Vec<String>),
+    /// The journal and the plan disagree in a way no real run can produce, or the run
+    /// ended with steps that never ran although nothing failed.
+    #[error("{0}")]
+    Inconsistent(String),
     /// A step's in-doubt check failed.
     #[error("checking in-doubt step `{step}` on `{target}`: {message}")]
     InDoubtCheck {
@@ -247,6 +251,8 @@ enum StepResult {
         durable: Durable,
     },
     Failed(String),
+    /// The journal could not be written: the run must stop.
+    Journal(StateError),
 }
 
 /// Everything one step task needs.
@@ -350,13 +356,22 @@ pub async fn execute(
         }
     }
 
-    // Dependency counts.
+    // Dependency counts. A step finished in an earlier attempt must not depend on one that
+    // is not: the journal would claim an order that never happened (it was edited or lost
+    // records), and running the dependency again under a finished dependent is not a resume.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut waiting: Vec<usize> = vec![0; n];
     for (i, inst) in plan.instances.iter().enumerate() {
         for &d in &inst.deps {
             dependents[d].push(i);
             if !done[d] {
+                if done[i] {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "`{}` is recorded as finished but the step it depends on, `{}`, is not; \
+                         the journal does not describe a run that happened",
+                        inst.address, plan.instances[d].address
+                    )));
+                }
                 waiting[i] += 1;
             }
         }
@@ -472,9 +487,9 @@ pub async fn execute(
         let (i, result) = match joined {
             Ok(r) => r,
             Err(e) => {
-                return Err(ApplyError::Journal(StateError::Encode(format!(
-                    "a step task failed: {e}"
-                ))));
+                return Err(ApplyError::Inconsistent(format!(
+                    "internal error: a step task ended abnormally ({e}); the step it ran is in doubt and `opsctl apply --resume` re-checks it"
+                )));
             }
         };
         match result {
@@ -507,17 +522,20 @@ pub async fn execute(
                 outcome
                     .outputs
                     .insert(plan.instances[i].address.clone(), outputs);
+                done[i] = true;
                 for &d in &dependents[i] {
+                    // A dependent finished in an earlier attempt is never queued again.
+                    if done[d] {
+                        continue;
+                    }
                     waiting[d] -= 1;
                     if waiting[d] == 0 {
                         ready.push_back(d);
                     }
                 }
             }
+            StepResult::Journal(e) => return Err(ApplyError::Journal(e)),
             StepResult::Failed(msg) => {
-                if msg.starts_with("journal:") {
-                    return Err(ApplyError::Journal(StateError::Encode(msg)));
-                }
                 reporter.step_failed(&plan.instances[i].address, &msg);
                 outcome
                     .failures
@@ -526,9 +544,35 @@ pub async fn execute(
             }
         }
     }
-    outcome.not_started = remaining;
     for d in pending.drain(..) {
         d.wait().await?;
+    }
+    // Success is decided from what is durable, not from counters: every step instance has a
+    // `step_finished` (or a `done` resolution) on disk by now.
+    let unfinished: Vec<&str> = (0..n)
+        .filter(|&i| !done[i])
+        .map(|i| plan.instances[i].address.as_str())
+        .collect();
+    outcome.not_started = unfinished.len().saturating_sub(outcome.failures.len());
+    if outcome.failures.is_empty() && !unfinished.is_empty() && !cancel.stopping() {
+        let shown: Vec<String> = unfinished
+            .iter()
+            .take(5)
+            .map(|a| format!("`{a}`"))
+            .collect();
+        let msg = format!(
+            "{} step(s) did not run although nothing failed: {}{}",
+            unfinished.len(),
+            shown.join(", "),
+            if unfinished.len() > 5 { ", ..." } else { "" }
+        );
+        journal
+            .append(&Record::RunFinished {
+                at: now_rfc3339(),
+                status: "failed".into(),
+            })
+            .await?;
+        return Err(ApplyError::Inconsistent(msg));
     }
     if !outcome.failures.is_empty() {
         outcome.status = RunStatus::Failed;
@@ -538,7 +582,7 @@ pub async fn execute(
                 status: "failed".into(),
             })
             .await?;
-    } else if remaining > 0 {
+    } else if !unfinished.is_empty() {
         outcome.status = RunStatus::Interrupted;
         journal
             .append(&Record::RunInterrupted {
@@ -567,7 +611,7 @@ async fn run_step(
 ) -> StepResult {
     match run_step_inner(plan, providers, registry, journal, reporter, task).await {
         Ok(r) => r,
-        Err(e) => StepResult::Failed(format!("journal: {e}")),
+        Err(e) => StepResult::Journal(e),
     }
 }
 

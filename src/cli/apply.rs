@@ -89,16 +89,30 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     // Resume: find the run and replay its journal.
     let mut replay = None;
     let mut run_id = None;
-    let mut torn = None;
+    let mut read_back = None;
+    let latest = journal::latest_run(&args.state_dir).map_err(|e| e.to_string())?;
+    if let Some(l) = &latest {
+        for empty in &l.skipped_empty {
+            eprintln!(
+                "warning: ignoring empty journal `{}` (a run that died before writing its first record)",
+                empty.display()
+            );
+        }
+    }
+    // A plain apply never silently starts over past an unfinished run.
+    let mut discarded = None;
+    if !args.resume {
+        if let Some(l) = &latest {
+            discarded = check_unfinished(l, args.discard_unfinished)?;
+        }
+    }
     let variables = if args.resume {
-        let (id, path) = journal::latest_run(&args.state_dir)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "nothing to resume: no runs in `{}`",
-                    args.state_dir.display()
-                )
-            })?;
+        let journal::LatestRun { id, path, .. } = latest.ok_or_else(|| {
+            format!(
+                "nothing to resume: no runs in `{}`",
+                args.state_dir.display()
+            )
+        })?;
         let read = journal::read_journal(&path).map_err(|e| e.to_string())?;
         if let Some(t) = &read.torn_tail {
             eprintln!(
@@ -112,6 +126,11 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         if r.finished_status.as_deref() == Some("succeeded") {
             return Err(format!(
                 "nothing to resume: the last run `{id}` finished successfully"
+            ));
+        }
+        if let Some(by) = &r.discarded_by {
+            return Err(format!(
+                "nothing to resume: the last run `{id}` was discarded by run `{by}`"
             ));
         }
         let Some(Record::RunStarted {
@@ -128,7 +147,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         if *config_digest != loaded.config.digest {
             return Err(format!(
                 "the configuration changed since run `{id}` started (digest `{}` then, `{}` now); resuming would apply a different procedure. \
-                 Restore the configuration to resume, or start a new run with `opsctl apply`",
+                 Restore the configuration to resume, or start a new run with `opsctl apply --discard-unfinished` (its finished steps would run again)",
                 short(config_digest),
                 short(&loaded.config.digest)
             ));
@@ -141,7 +160,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             r.failed.len()
         );
         run_id = Some((id, path));
-        torn = read.torn_tail;
+        read_back = Some(read);
         replay = Some(r);
         vars
     } else {
@@ -220,7 +239,8 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     // Journal: a new run, or the resumed one.
     let (run_id, journal) = match run_id {
         Some((id, path)) => {
-            let w = JournalWriter::open_append(&path, torn.as_ref()).map_err(|e| e.to_string())?;
+            let read = read_back.unwrap_or_default();
+            let w = JournalWriter::open_append(&path, &read).map_err(|e| e.to_string())?;
             w.append(&Record::RunResumed {
                 run_id: id.clone(),
                 who: current_user(),
@@ -235,8 +255,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         None => {
             let id = journal::new_run_id();
             let path = journal::journal_path(&args.state_dir, &id);
-            let w = JournalWriter::create(&path).map_err(|e| e.to_string())?;
-            w.append(&Record::RunStarted {
+            let first = Record::RunStarted {
                 run_id: id.clone(),
                 format_version: journal::JOURNAL_FORMAT_VERSION,
                 operation: "apply".into(),
@@ -247,9 +266,19 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 pid: std::process::id(),
                 at: now_rfc3339(),
                 n_steps: p.instances.len(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+                discarded_run: discarded.as_ref().map(|d: &Discard| d.id.clone()),
+            };
+            let w = JournalWriter::create(&path, &first)
+                .map_err(|e| format!("cannot start a new run: {e}"))?;
+            // Only once the new run exists is the old one marked: a failure before this
+            // point leaves it resumable.
+            if let Some(d) = &discarded {
+                mark_discarded(d, &id).await?;
+                eprintln!(
+                    "warning: discarded unfinished run `{}` ({}); this run `{id}` starts over",
+                    d.id, d.progress
+                );
+            }
             (id, w)
         }
     };
@@ -314,6 +343,98 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     lock.release().map_err(|e| e.to_string())?;
     super::common::leak_at_exit((plan, loaded, outcome));
     Ok(code)
+}
+
+/// An unfinished run that a new apply replaces.
+struct Discard {
+    id: String,
+    /// Its journal, to append `run_discarded` to; None when it cannot be read (damaged).
+    path: Option<std::path::PathBuf>,
+    read: journal::JournalRead,
+    /// "4 of 20 steps finished, ..." for messages.
+    progress: String,
+}
+
+/// Whether a plain `apply` may start a new run after `latest`: Ok(None) when the latest
+/// run finished (succeeded, or was discarded) or never started a step, the run to discard
+/// when it did not finish and `discard` is set, and an error naming the unfinished run, its
+/// progress and `--resume` otherwise.
+fn check_unfinished(latest: &journal::LatestRun, discard: bool) -> Result<Option<Discard>, String> {
+    let id = &latest.id;
+    let read = match journal::read_journal(&latest.path) {
+        Ok(read) => read,
+        Err(e) if discard => {
+            eprintln!("warning: the last run `{id}` cannot be read ({e}); it is discarded without a record in its journal");
+            return Ok(Some(Discard {
+                id: id.clone(),
+                path: None,
+                read: journal::JournalRead::default(),
+                progress: "unreadable".into(),
+            }));
+        }
+        Err(e) => {
+            return Err(format!(
+            "the last run `{id}` cannot be read, so opsctl cannot tell whether it finished: {e}\n\
+                 Inspect it; to start a new run anyway, use `opsctl apply --discard-unfinished`"
+        ))
+        }
+    };
+    let r = journal::replay(&read.records);
+    if r.finished_status.as_deref() == Some("succeeded") || r.discarded_by.is_some() {
+        return Ok(None);
+    }
+    let touched = read.records.iter().any(|rec| {
+        matches!(
+            rec,
+            Record::StepStarted { .. } | Record::StepFinished { .. } | Record::StepResolved { .. }
+        )
+    });
+    let total = match &r.run_started {
+        Some(Record::RunStarted { n_steps, .. }) => *n_steps,
+        _ => 0,
+    };
+    let progress = format!(
+        "{} of {total} step(s) finished, {} in doubt, {} failed",
+        r.finished.len(),
+        r.in_doubt.len(),
+        r.failed.len()
+    );
+    let state = match r.finished_status.as_deref() {
+        Some(status) => status.to_string(),
+        None if r.interruptions > 0 => "interrupted".to_string(),
+        None => "stopped without a final record".to_string(),
+    };
+    if !touched || discard {
+        return Ok(Some(Discard {
+            id: id.clone(),
+            path: Some(latest.path.clone()),
+            read,
+            progress,
+        }));
+    }
+    Err(format!(
+        "the last run `{id}` did not finish ({state}): {progress}.\n\
+         Continue it with `opsctl apply --resume`. To give it up and start a new run, in which \
+         its finished steps run again, use `opsctl apply --discard-unfinished`"
+    ))
+}
+
+/// Appends `run_discarded` (by `new_run`) to the discarded run's journal, durably.
+async fn mark_discarded(d: &Discard, new_run: &str) -> Result<(), String> {
+    let Some(path) = &d.path else { return Ok(()) };
+    let w = JournalWriter::open_append(path, &d.read)
+        .map_err(|e| format!("cannot mark run `{}` discarded: {e}", d.id))?;
+    w.append(&Record::RunDiscarded {
+        at: now_rfc3339(),
+        who: current_user(),
+        host: hostname(),
+        pid: std::process::id(),
+        by_run: new_run.to_string(),
+    })
+    .await
+    .map_err(|e| format!("cannot mark run `{}` discarded: {e}", d.id))?;
+    w.close().await;
+    Ok(())
 }
 
 /// Variables as the journal records them: a sensitive value is replaced by
@@ -389,7 +510,7 @@ fn recorded_hash<'a>(name: &str, recorded: &'a serde_json::Value) -> Result<&'a 
         Some(phc) => Ok(phc),
         None if recorded.get("sha256").is_some() => Err(format!(
             "the run records sensitive variable `{name}` as an unsalted SHA-256 digest (written by an older opsctl), \
-             which this version no longer trusts; finish it with that version, or start a new run"
+             which this version no longer trusts; finish it with that version, or start a new run with `opsctl apply --discard-unfinished`"
         )),
         None => Err(format!(
             "the run records sensitive variable `{name}` without a hash to check it against"

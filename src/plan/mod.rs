@@ -1234,7 +1234,7 @@ fn needs_gone_output(
         format!(
             "`{consumer}` needs `{needed}`, an output of `{producer}`, which finished in an earlier attempt of this run; \
              it derives from a sensitive value, so the journal does not hold it, and it cannot be derived again from the variables. \
-             Start a new run instead of resuming, so that `{producer}` runs again"
+             To run `{producer}` again, start a new run with `opsctl apply --discard-unfinished`"
         ),
         span,
     ))
