@@ -1328,22 +1328,7 @@ fn damaged_middle_line_stops_resume_and_changes_nothing() {
     let journal = the_journal(&work);
 
     // Flip one byte in the middle of line 5 (the step_finished of s2) of 19 lines.
-    let mut bytes = fs::read(&journal).unwrap();
-    let starts: Vec<usize> = std::iter::once(0)
-        .chain(
-            bytes
-                .iter()
-                .enumerate()
-                .filter(|(_, &b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        )
-        .collect();
-    let (start, end) = (starts[4], starts[5] - 1);
-    let pos = (start + 9..end)
-        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
-        .expect("a letter to flip");
-    bytes[pos] ^= 0x01;
-    fs::write(&journal, &bytes).unwrap();
+    let bytes = flip_a_letter_in_line(&journal, 5);
 
     let out = resume(&work, &[]);
     out.expect_code(1);
@@ -1442,6 +1427,19 @@ fn line_ranges(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Flips one bit of a letter in the second half of journal line `line` (1-based), writes
+/// the journal back and returns its new bytes.
+fn flip_a_letter_in_line(journal: &Path, line: usize) -> Vec<u8> {
+    let mut bytes = fs::read(journal).unwrap();
+    let (start, end) = line_ranges(&bytes)[line - 1];
+    let pos = (start + 9..end)
+        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
+        .expect("a letter to flip");
+    bytes[pos] ^= 0x01;
+    fs::write(journal, &bytes).unwrap();
+    bytes
+}
+
 /// Writes `records` as a journal with consistent sequence numbers and checksums: what a
 /// careful forger (or a bug) could produce, which checksums alone cannot catch.
 fn write_renumbered(path: &Path, records: &[Value]) {
@@ -1536,15 +1534,8 @@ fn a_flipped_byte_in_the_complete_last_record_is_damage_not_a_torn_write() {
     // Killed before line 9 (step_finished of s4): the last record is s4's step_started.
     apply_crashing_at(&work, "9");
     let journal = the_journal(&work);
-    let mut bytes = fs::read(&journal).unwrap();
-    let lines = line_ranges(&bytes);
-    assert_eq!(lines.len(), 8);
-    let (start, end) = lines[7];
-    let pos = (start + 9..end)
-        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
-        .unwrap();
-    bytes[pos] ^= 0x01;
-    fs::write(&journal, &bytes).unwrap();
+    let bytes = flip_a_letter_in_line(&journal, 8);
+    assert_eq!(line_ranges(&bytes).len(), 8);
 
     let out = resume(&work, &[]);
     out.expect_code(1);
