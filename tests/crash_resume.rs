@@ -9,7 +9,8 @@
 //!
 //! Every exec step appends its own name to `effects.log`, so counting the lines per name tells
 //! exactly which side effects happened and how many times. The journal is checked through its
-//! on-disk format (`<crc32 8 hex> <json>\n` per line), independently of opsctl's reader.
+//! on-disk format (`<crc32 8 hex> <json>\n` per line, the JSON led by its sequence number
+//! `seq`), independently of opsctl's reader.
 //!
 //! Line numbers for fault injection in a linear chain `s1 -> s2 -> ... -> sN` of exec steps:
 //! line 1 is `run_started`, line `2j` the `step_started` of `sj`, line `2j+1` its
@@ -1327,22 +1328,7 @@ fn damaged_middle_line_stops_resume_and_changes_nothing() {
     let journal = the_journal(&work);
 
     // Flip one byte in the middle of line 5 (the step_finished of s2) of 19 lines.
-    let mut bytes = fs::read(&journal).unwrap();
-    let starts: Vec<usize> = std::iter::once(0)
-        .chain(
-            bytes
-                .iter()
-                .enumerate()
-                .filter(|(_, &b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        )
-        .collect();
-    let (start, end) = (starts[4], starts[5] - 1);
-    let pos = (start + 9..end)
-        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
-        .expect("a letter to flip");
-    bytes[pos] ^= 0x01;
-    fs::write(&journal, &bytes).unwrap();
+    let bytes = flip_a_letter_in_line(&journal, 5);
 
     let out = resume(&work, &[]);
     out.expect_code(1);
@@ -1422,6 +1408,460 @@ fn resume_refuses_a_configuration_changed_since_the_crash() {
     work.write("main.hcl", &original);
     resume(&work, &[]).expect_success();
     assert_each_once_except(&work, &steps, &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Exactly once: a damaged or forged journal, unfinished runs, a full disk, a live lock
+// ---------------------------------------------------------------------------------------------
+
+/// Byte ranges `(start, end_without_newline)` of every line of `bytes`.
+fn line_ranges(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            out.push((start, i));
+            start = i + 1;
+        }
+    }
+    out
+}
+
+/// Flips one bit of a letter in the second half of journal line `line` (1-based), writes
+/// the journal back and returns its new bytes.
+fn flip_a_letter_in_line(journal: &Path, line: usize) -> Vec<u8> {
+    let mut bytes = fs::read(journal).unwrap();
+    let (start, end) = line_ranges(&bytes)[line - 1];
+    let pos = (start + 9..end)
+        .find(|&i| i >= (start + end) / 2 && bytes[i].is_ascii_alphanumeric())
+        .expect("a letter to flip");
+    bytes[pos] ^= 0x01;
+    fs::write(journal, &bytes).unwrap();
+    bytes
+}
+
+/// Writes `records` as a journal with consistent sequence numbers and checksums: what a
+/// careful forger (or a bug) could produce, which checksums alone cannot catch.
+fn write_renumbered(path: &Path, records: &[Value]) {
+    let mut out = Vec::new();
+    for (seq, r) in (1u64..).zip(records) {
+        let mut r = r.clone();
+        let obj = r.as_object_mut().unwrap();
+        obj.remove("seq");
+        let mut fields = serde_json::Map::new();
+        fields.insert("seq".into(), seq.into());
+        fields.extend(obj.clone());
+        let json = serde_json::to_string(&Value::Object(fields)).unwrap();
+        out.extend_from_slice(
+            format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).as_bytes(),
+        );
+    }
+    fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_deleted_step_finished_record_is_damage_named_by_file_and_line() {
+    let work = Workdir::new();
+    let steps = linear(20);
+    work.write("main.hcl", &render(&steps, |_| None));
+    // Killed before line 30: s1..s14 finished.
+    apply_crashing_at(&work, "30");
+    let journal = the_journal(&work);
+    let bytes = fs::read(&journal).unwrap();
+    let lines = line_ranges(&bytes);
+    // Line 11 is the step_finished of s5.
+    let (start, end) = lines[10];
+    let line: Value = serde_json::from_slice(&bytes[start + 9..end]).unwrap();
+    assert_eq!(
+        (kind(&line), step_of(&line)),
+        ("step_finished", Some(addr("s5").as_str()))
+    );
+    let mut edited = bytes[..start].to_vec();
+    edited.extend_from_slice(&bytes[end + 1..]);
+    fs::write(&journal, &edited).unwrap();
+
+    let out = resume(&work, &["--in-doubt=rerun"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("is damaged at line 11") && out.stderr.contains("record 11 is missing"),
+        "{out}"
+    );
+    assert_eq!(effects(&work), each(&steps[..14], 1), "nothing ran again");
+    assert_eq!(
+        fs::read(&journal).unwrap(),
+        edited,
+        "the journal is untouched"
+    );
+}
+
+#[test]
+fn a_forged_journal_that_finishes_a_step_before_its_dependency_is_refused() {
+    let work = Workdir::new();
+    let steps = linear(20);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, "30");
+    let journal = the_journal(&work);
+    let records = read_records(&journal);
+    // Drop s5's step_finished and renumber: every checksum and sequence number is right, but
+    // s6..s14 are finished while s5 is only started.
+    let forged: Vec<Value> = records
+        .iter()
+        .filter(|r| !(kind(r) == "step_finished" && step_of(r) == Some(addr("s5").as_str())))
+        .cloned()
+        .collect();
+    write_renumbered(&journal, &forged);
+
+    let out = resume(&work, &["--in-doubt=rerun"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "`{}` is recorded as finished but the step it depends on, `{}`, is not",
+            addr("s6"),
+            addr("s5")
+        )),
+        "{out}"
+    );
+    assert_eq!(effects(&work), each(&steps[..14], 1), "nothing ran again");
+    let after = read_records(&journal);
+    assert!(of_kind(&after, "run_finished").is_empty(), "{after:#?}");
+}
+
+#[test]
+fn a_flipped_byte_in_the_complete_last_record_is_damage_not_a_torn_write() {
+    let work = Workdir::new();
+    let steps = linear(10);
+    work.write("main.hcl", &render(&steps, |_| None));
+    // Killed before line 9 (step_finished of s4): the last record is s4's step_started.
+    apply_crashing_at(&work, "9");
+    let journal = the_journal(&work);
+    let bytes = flip_a_letter_in_line(&journal, 8);
+    assert_eq!(line_ranges(&bytes).len(), 8);
+
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("is damaged at line 8"), "{out}");
+    assert!(!out.stderr.contains("torn"), "{out}");
+    assert_eq!(effects(&work), each(&steps[..4], 1), "s4 is not run again");
+    assert_eq!(fs::read(&journal).unwrap(), bytes);
+}
+
+#[test]
+fn a_plain_apply_after_an_unfinished_run_is_refused_until_discarded_explicitly() {
+    let work = Workdir::new();
+    let steps = linear(20);
+    work.write("main.hcl", &render(&steps, |_| None));
+    // Killed before line 10: s1..s4 finished.
+    apply_crashing_at(&work, "10");
+    let journal = the_journal(&work);
+    let id = journal.file_stem().unwrap().to_string_lossy().into_owned();
+    let before = fs::read(&journal).unwrap();
+
+    let out = apply(&work);
+    out.expect_code(1);
+    for needle in [
+        format!("the last run `{id}` did not finish"),
+        "4 of 20 step(s) finished".to_string(),
+        "opsctl apply --resume".to_string(),
+        "--discard-unfinished".to_string(),
+    ] {
+        assert!(out.stderr.contains(&needle), "missing {needle:?}\n{out}");
+    }
+    assert_eq!(effects(&work), each(&steps[..4], 1), "nothing ran");
+    assert_eq!(journal_files(&work).len(), 1, "no new run");
+    assert_eq!(fs::read(&journal).unwrap(), before);
+
+    // Starting over takes the explicit flag, and is journaled on both sides.
+    let out = run(&mut apply_cmd(
+        &work,
+        &["--auto-approve", "--discard-unfinished"],
+    ));
+    out.expect_success();
+    assert!(
+        out.stderr
+            .contains(&format!("discarded unfinished run `{id}`")),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &["s1", "s2", "s3", "s4"]);
+    let files = journal_files(&work);
+    assert_eq!(files.len(), 2);
+    let old = read_records(&files[0]);
+    let new = read_records(&files[1]);
+    let new_id = files[1].file_stem().unwrap().to_string_lossy().into_owned();
+    let last = old.last().unwrap();
+    assert_eq!(kind(last), "run_discarded", "{old:#?}");
+    assert_eq!(last["by_run"], new_id.as_str());
+    assert_eq!(new[0]["discarded_run"], id.as_str());
+    assert_succeeded(&new);
+
+    // The discarded run is not resumable; the new one finished.
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("nothing to resume"), "{out}");
+}
+
+#[test]
+fn an_empty_newest_journal_is_ignored_with_a_warning_and_the_run_before_resumes() {
+    let work = Workdir::new();
+    let steps = linear(6);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, "6");
+    let journal = the_journal(&work);
+    // What an older opsctl left when the disk filled up right after creating a journal.
+    let empty = work
+        .state_dir()
+        .join("journal")
+        .join("99991231T235959.999Z-1.jsonl");
+    fs::write(&empty, b"").unwrap();
+
+    let out = resume(&work, &[]);
+    out.expect_success();
+    assert!(
+        out.stderr.contains("warning: ignoring empty journal")
+            && out.stderr.contains("99991231T235959"),
+        "{out}"
+    );
+    assert_each_once_except(&work, &steps, &[]);
+    assert_succeeded(&read_records(&journal));
+}
+
+/// A state directory on a tiny tmpfs (in a private mount namespace, `unshare -rm`), filled
+/// to the last page: the crashed run's lock file keeps its page, a new journal gets none.
+#[test]
+fn a_full_disk_when_a_new_run_starts_leaves_the_previous_run_resumable() {
+    let work = Workdir::new();
+    let steps = linear(6);
+    work.write("main.hcl", &render(&steps, |_| None));
+    apply_crashing_at(&work, "6");
+    let before = fs::read(the_journal(&work)).unwrap();
+
+    let probe = opsctl(&work, None);
+    let bin = probe.get_program().to_string_lossy().into_owned();
+    let script = format!(
+        r#"set -u
+small="$PWD/small"
+mkdir -p "$small" && mount -t tmpfs -o size=512k tmpfs "$small" || exit 90
+cp -a state/. "$small"/
+i=0
+while dd if=/dev/zero of="$small/fill$i" bs=4096 count=1 2>/dev/null; do i=$((i+1)); done
+rm -f "$small/fill$i"
+"{bin}" apply --auto-approve --discard-unfinished --state-dir "$small" >full.stdout 2>full.stderr
+echo $? > full.code
+ls -a "$small/journal" > full.listing
+rm -f "$small"/fill*
+"{bin}" apply --auto-approve --resume --state-dir "$small" >resume.stdout 2>resume.stderr
+echo $? > resume.code
+rm -rf state-after && cp -a "$small" state-after
+"#
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-rm", "sh", "-c", &script])
+        .current_dir(work.path());
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let status = cmd.status().expect("run unshare");
+    assert!(
+        status.success(),
+        "the tmpfs scenario could not run (needs `unshare -rm` and tmpfs): {status}"
+    );
+    let code = work.read("full.code");
+    let stderr = work.read("full.stderr");
+    assert_eq!(code.trim(), "1", "{stderr}");
+    assert!(
+        stderr.contains("no space left on device"),
+        "a full disk is said plainly:\n{stderr}"
+    );
+    let listing = work.read("full.listing");
+    assert_eq!(
+        listing.lines().filter(|l| l.ends_with(".jsonl")).count(),
+        1,
+        "no new (empty) journal is left behind: {listing}"
+    );
+    assert_eq!(
+        work.read("resume.code").trim(),
+        "0",
+        "the previous run resumes once space is free:\n{}",
+        work.read("resume.stderr")
+    );
+    assert_each_once_except(&work, &steps, &[]);
+    let files: Vec<PathBuf> = fs::read_dir(work.path().join("state-after/journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let after = read_records(&files[0]);
+    assert!(fs::read(&files[0]).unwrap().starts_with(&before));
+    assert!(of_kind(&after, "run_discarded").is_empty(), "{after:#?}");
+    assert_succeeded(&after);
+}
+
+#[test]
+fn force_unlock_refuses_while_the_holder_is_alive_unless_forced() {
+    let work = Workdir::new();
+    work.write("main.hcl", SLOW_NOOP);
+    let mut first = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "first");
+    first.wait_for("the lock file", || lock_info(&work).is_some());
+    let info = lock_info(&work).unwrap();
+    let id = info["id"].as_str().unwrap().to_string();
+    let pid = first.pid().to_string();
+
+    let out = run(opsctl(&work, None).args(["force-unlock", &id]));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("held by a live process")
+            && out.stderr.contains(&pid)
+            && out.stderr.contains("--force"),
+        "{out}"
+    );
+    assert!(lock_path(&work).exists(), "the live lock is kept");
+    let second = apply(&work);
+    second.expect_code(1);
+    assert!(second.stderr.contains("locked"), "{second}");
+
+    let out = run(opsctl(&work, None).args(["force-unlock", "--force", &id]));
+    out.expect_success();
+    assert!(out.stderr.contains("still running"), "{out}");
+    assert!(!lock_path(&work).exists());
+    first.wait().expect_success();
+    assert_eq!(effects(&work), BTreeMap::from([("after".to_string(), 1)]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Crash consistency: killed after every journal record in turn
+// ---------------------------------------------------------------------------------------------
+
+/// 30 steps: a chain of 10 plain steps `p1..p10`, then a chain of 10 guarded steps
+/// `g1..g10` (`creates`), then 10 idempotent steps `i1..i10` in parallel after `g10`. Plain
+/// and guarded steps never run beside another step, so a crash in the journal writer never
+/// cuts one of their commands in half (a command cut in half has half an effect, which no
+/// engine can count as once).
+fn crash_matrix_procedure() -> (Vec<StepSpec>, String) {
+    let mut steps = linear(10);
+    for s in &mut steps {
+        s.name = s.name.replace('s', "p");
+        for d in &mut s.deps {
+            *d = d.replace('s', "p");
+        }
+    }
+    for i in 1..=10 {
+        steps.push(StepSpec {
+            name: format!("g{i}"),
+            deps: vec![if i == 1 {
+                "p10".to_string()
+            } else {
+                format!("g{}", i - 1)
+            }],
+        });
+    }
+    for i in 1..=10 {
+        steps.push(StepSpec {
+            name: format!("i{i}"),
+            deps: vec!["g10".to_string()],
+        });
+    }
+    let text = render(&steps, |name| match &name[..1] {
+        "g" => Some(Custom {
+            command: format!("echo {name} >> effects.log; touch done-{name}"),
+            extra: format!("  creates = \"done-{name}\"\n"),
+        }),
+        "i" => Some(Custom {
+            command: effect_command(name),
+            extra: "  idempotent = true\n".into(),
+        }),
+        _ => None,
+    });
+    (steps, text)
+}
+
+/// One crash point: kill before journal line `at`, resume (deciding a plain in-doubt step as
+/// an operator would, from whether its effect is there), and check exactly-once.
+fn crash_and_resume_at(at: usize) {
+    let work = Workdir::new();
+    let (steps, text) = crash_matrix_procedure();
+    work.write("main.hcl", &text);
+    let out = run(apply_cmd(&work, &["--auto-approve"]).env(FAULT_ENV, at.to_string()));
+    assert_eq!(out.code, -1, "line {at}: expected a crash\n{out}");
+
+    if at == 1 {
+        // Killed before the run existed: no journal; a new apply runs everything once.
+        assert!(journal_files(&work).is_empty());
+        assert!(effects(&work).is_empty());
+        apply(&work).expect_success();
+        assert_each_once_except(&work, &steps, &[]);
+        return;
+    }
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(before.len(), at - 1, "line {at}");
+    let doubt = in_doubt(&before);
+    let plain_in_doubt: Vec<&String> = doubt.iter().filter(|s| s.starts_with(&addr("p"))).collect();
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(step) = plain_in_doubt.first() {
+        // A plain step cannot tell: resume stops and asks.
+        let out = resume(&work, &[]);
+        out.expect_code(1);
+        assert!(out.stderr.contains(step.as_str()), "line {at}\n{out}");
+        let name = step.trim_start_matches("step.exec.");
+        extra.push(if effects(&work).contains_key(name) {
+            "--in-doubt=done"
+        } else {
+            "--in-doubt=rerun"
+        });
+    }
+    let out = resume(&work, &extra);
+    out.expect_success();
+    let after = read_records(&journal);
+    assert_succeeded(&after);
+    let finished_steps = finished(&after);
+    for s in &steps {
+        assert!(
+            finished_steps.contains(&addr(&s.name)),
+            "line {at}: {} is not finished: {after:#?}",
+            s.name
+        );
+    }
+    // Plain and guarded steps ran exactly once; an idempotent step in doubt ran once or
+    // twice (the crash may have come before or after its command), no other repeated.
+    let counts = effects(&work);
+    for s in &steps {
+        let n = counts.get(&s.name).copied().unwrap_or(0);
+        let may_repeat = s.name.starts_with('i') && doubt.contains(&addr(&s.name));
+        assert!(
+            n == 1 || (may_repeat && n == 2),
+            "line {at}: {} ran {n} times; in doubt: {doubt:?}; effects: {counts:?}",
+            s.name
+        );
+    }
+    // Success was recorded once, at the very end.
+    assert_eq!(of_kind(&after, "run_finished").len(), 1, "line {at}");
+}
+
+#[test]
+fn killed_after_every_journal_record_in_turn_then_resumed_every_step_runs_exactly_once() {
+    let (steps, _) = crash_matrix_procedure();
+    let total_lines = 1 + 2 * steps.len() + 1;
+    assert_eq!(total_lines, 62);
+    // Two workers: each crash point is independent.
+    let points: Vec<usize> = (1..=total_lines).collect();
+    let (a, b): (Vec<usize>, Vec<usize>) = points.iter().partition(|&&p| p % 2 == 0);
+    let handles: Vec<_> = [a, b]
+        .into_iter()
+        .map(|part| {
+            thread::spawn(move || {
+                for at in part {
+                    crash_and_resume_at(at);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join()
+            .expect("a crash point failed (see its message above)");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use tokio::sync::Notify;
 
 use crate::config::eval::{map_is_unknown, UNKNOWN};
-use crate::plan::{Plan, Providers};
+use crate::plan::{is_sensitive_marker, sensitive_marker, Plan, Providers};
 use crate::provider::{Action, Current, InDoubt, Registry};
 use crate::state::journal::{Durable, JournalWriter, Record, Replay};
 use crate::state::{now_rfc3339, StateError};
@@ -112,6 +112,10 @@ pub enum ApplyError {
     /// Steps interrupted in an earlier attempt cannot tell whether they took effect.
     #[error("{}", in_doubt_message(.0))]
     InDoubt(Vec<String>),
+    /// The journal and the plan disagree in a way no real run can produce, or the run
+    /// ended with steps that never ran although nothing failed.
+    #[error("{0}")]
+    Inconsistent(String),
     /// A step's in-doubt check failed.
     #[error("checking in-doubt step `{step}` on `{target}`: {message}")]
     InDoubtCheck {
@@ -179,8 +183,8 @@ pub async fn resolve_in_doubt(
                 .await
                 .map_err(|e| ApplyError::InDoubtCheck {
                     step: step.clone(),
-                    target: inst.target.clone(),
-                    message: e.to_string(),
+                    target: plan.redact(&inst.target),
+                    message: plan.redact(&e.to_string()),
                 })?
         };
         match verdict {
@@ -247,6 +251,8 @@ enum StepResult {
         durable: Durable,
     },
     Failed(String),
+    /// The journal could not be written: the run must stop.
+    Journal(StateError),
 }
 
 /// Everything one step task needs.
@@ -335,20 +341,37 @@ pub async fn execute(
                 if !done[i] {
                     done[i] = true;
                     outcome.skipped += 1;
-                    outcome.outputs.insert(step.clone(), outputs.clone());
+                    // Sensitive outputs are not in the journal: the plan derived them again
+                    // from the re-supplied variables (what it could not stays unknown, and
+                    // the plan refused any step still to run that needs it).
+                    let outputs = if is_sensitive_marker(outputs) {
+                        plan.instances[i].planned_outputs.clone()
+                    } else {
+                        outputs.clone()
+                    };
+                    outcome.outputs.insert(step.clone(), outputs);
                     reporter.step_skipped(step, "finished in an earlier attempt of this run");
                 }
             }
         }
     }
 
-    // Dependency counts.
+    // Dependency counts. A step finished in an earlier attempt must not depend on one that
+    // is not: the journal would claim an order that never happened (it was edited or lost
+    // records), and running the dependency again under a finished dependent is not a resume.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut waiting: Vec<usize> = vec![0; n];
     for (i, inst) in plan.instances.iter().enumerate() {
         for &d in &inst.deps {
             dependents[d].push(i);
             if !done[d] {
+                if done[i] {
+                    return Err(ApplyError::Inconsistent(format!(
+                        "`{}` is recorded as finished but the step it depends on, `{}`, is not; \
+                         the journal does not describe a run that happened",
+                        inst.address, plan.instances[d].address
+                    )));
+                }
                 waiting[i] += 1;
             }
         }
@@ -373,10 +396,19 @@ pub async fn execute(
             let inputs = if map_is_unknown(&inst.inputs) {
                 match plan.reevaluate(i, &outcome.outputs) {
                     Ok(v) => {
+                        if inst.sensitive {
+                            // Known only now: scrub these from its messages too.
+                            for a in &inst.sensitive_args {
+                                if let Some(value) = v.get(a) {
+                                    plan.add_derived_secrets(value);
+                                }
+                            }
+                        }
                         reevaluated.insert(i, v.clone());
                         v
                     }
                     Err(mut d) => {
+                        d.message = plan.redact(&d.message);
                         d.locate(&plan.config.sources);
                         let rendered = d.to_string();
                         let msg = rendered
@@ -455,9 +487,9 @@ pub async fn execute(
         let (i, result) = match joined {
             Ok(r) => r,
             Err(e) => {
-                return Err(ApplyError::Journal(StateError::Encode(format!(
-                    "a step task failed: {e}"
-                ))));
+                return Err(ApplyError::Inconsistent(format!(
+                    "internal error: a step task ended abnormally ({e}); the step it ran is in doubt and `opsctl apply --resume` re-checks it"
+                )));
             }
         };
         match result {
@@ -473,6 +505,10 @@ pub async fn execute(
                 } else {
                     *outcome.applied.entry(action).or_default() += 1;
                 }
+                if plan.instances[i].sensitive {
+                    // Derived from a secret: scrub it from later messages too.
+                    plan.add_derived_secrets(&outputs);
+                }
                 reporter.step_finished(&plan.instances[i].address, action, elapsed);
                 // Later steps see the arguments the step actually ran with, overlaid by its
                 // outputs.
@@ -486,17 +522,20 @@ pub async fn execute(
                 outcome
                     .outputs
                     .insert(plan.instances[i].address.clone(), outputs);
+                done[i] = true;
                 for &d in &dependents[i] {
+                    // A dependent finished in an earlier attempt is never queued again.
+                    if done[d] {
+                        continue;
+                    }
                     waiting[d] -= 1;
                     if waiting[d] == 0 {
                         ready.push_back(d);
                     }
                 }
             }
+            StepResult::Journal(e) => return Err(ApplyError::Journal(e)),
             StepResult::Failed(msg) => {
-                if msg.starts_with("journal:") {
-                    return Err(ApplyError::Journal(StateError::Encode(msg)));
-                }
                 reporter.step_failed(&plan.instances[i].address, &msg);
                 outcome
                     .failures
@@ -505,9 +544,35 @@ pub async fn execute(
             }
         }
     }
-    outcome.not_started = remaining;
     for d in pending.drain(..) {
         d.wait().await?;
+    }
+    // Success is decided from what is durable, not from counters: every step instance has a
+    // `step_finished` (or a `done` resolution) on disk by now.
+    let unfinished: Vec<&str> = (0..n)
+        .filter(|&i| !done[i])
+        .map(|i| plan.instances[i].address.as_str())
+        .collect();
+    outcome.not_started = unfinished.len().saturating_sub(outcome.failures.len());
+    if outcome.failures.is_empty() && !unfinished.is_empty() && !cancel.stopping() {
+        let shown: Vec<String> = unfinished
+            .iter()
+            .take(5)
+            .map(|a| format!("`{a}`"))
+            .collect();
+        let msg = format!(
+            "{} step(s) did not run although nothing failed: {}{}",
+            unfinished.len(),
+            shown.join(", "),
+            if unfinished.len() > 5 { ", ..." } else { "" }
+        );
+        journal
+            .append(&Record::RunFinished {
+                at: now_rfc3339(),
+                status: "failed".into(),
+            })
+            .await?;
+        return Err(ApplyError::Inconsistent(msg));
     }
     if !outcome.failures.is_empty() {
         outcome.status = RunStatus::Failed;
@@ -517,7 +582,7 @@ pub async fn execute(
                 status: "failed".into(),
             })
             .await?;
-    } else if remaining > 0 {
+    } else if !unfinished.is_empty() {
         outcome.status = RunStatus::Interrupted;
         journal
             .append(&Record::RunInterrupted {
@@ -546,7 +611,7 @@ async fn run_step(
 ) -> StepResult {
     match run_step_inner(plan, providers, registry, journal, reporter, task).await {
         Ok(r) => r,
-        Err(e) => StepResult::Failed(format!("journal: {e}")),
+        Err(e) => StepResult::Journal(e),
     }
 }
 
@@ -593,12 +658,13 @@ async fn run_step_inner(
     }
     if action == Action::NoOp {
         let outputs = outputs_for_resolved(&inst.planned_outputs);
+        let (recorded, observed) = journaled(inst, &outputs, observed_before.unwrap_or(Json::Null));
         let durable = journal.enqueue(&Record::StepFinished {
             step: inst.address.clone(),
             at: now_rfc3339(),
             action: Action::NoOp.as_str().into(),
-            outputs: outputs.clone(),
-            observed: observed_before.unwrap_or(Json::Null),
+            outputs: recorded,
+            observed,
         })?;
         return Ok(StepResult::Finished {
             action,
@@ -673,11 +739,12 @@ async fn run_step_inner(
     }
     // Queued, not waited for: the `step_started` of a dependent (which is waited for) or the
     // run's last record carries it to disk, since the journal is synced in order.
+    let (recorded, observed) = journaled(inst, &outputs, observed);
     let durable = journal.enqueue(&Record::StepFinished {
         step: inst.address.clone(),
         at: now_rfc3339(),
         action: action.as_str().into(),
-        outputs: outputs.clone(),
+        outputs: recorded,
         observed,
     })?;
     Ok(StepResult::Finished {
@@ -686,6 +753,21 @@ async fn run_step_inner(
         elapsed: started.elapsed(),
         durable,
     })
+}
+
+/// What `step_finished` records: the outputs and observed state, or for a step fed by a
+/// sensitive value [`sensitive_marker`] instead of each (they may hold the secret).
+fn journaled(inst: &crate::plan::Instance, outputs: &Json, observed: Json) -> (Json, Json) {
+    if inst.sensitive {
+        let observed = if observed.is_null() {
+            observed
+        } else {
+            sensitive_marker()
+        };
+        (sensitive_marker(), observed)
+    } else {
+        (outputs.clone(), observed)
+    }
 }
 
 /// Journals a step failure durably; returns the failed result.

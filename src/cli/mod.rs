@@ -131,6 +131,10 @@ pub struct ApplyArgs {
     /// Continue the last unfinished run: finished steps are skipped with their recorded outputs.
     #[arg(long)]
     pub resume: bool,
+    /// Give up the last run although it did not finish, and start a new one: its finished
+    /// steps run again. Without it, `apply` refuses while an unfinished run exists.
+    #[arg(long, conflicts_with = "resume")]
+    pub discard_unfinished: bool,
     /// With `--resume`: treat interrupted steps that cannot tell whether they took effect.
     #[arg(long, value_enum, value_name = "rerun|done", requires = "resume")]
     pub in_doubt: Option<InDoubtArg>,
@@ -145,6 +149,9 @@ pub struct UnlockArgs {
     /// The lock ID, as printed by the command that found the state locked.
     #[arg(value_parser = Utf8Text("force-unlock"))]
     pub id: String,
+    /// Remove the lock even though its holder is still running.
+    #[arg(long)]
+    pub force: bool,
     /// State directory.
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,

@@ -6,8 +6,14 @@ use super::{exit, UnlockArgs};
 
 /// Runs `force-unlock`; returns the exit code.
 pub fn run(args: UnlockArgs) -> i32 {
-    match force_unlock(&args.state_dir, &args.id) {
-        Ok(info) => {
+    match force_unlock(&args.state_dir, &args.id, args.force) {
+        Ok((info, alive)) => {
+            if alive {
+                eprintln!(
+                    "warning: the holder (pid {}) is still running; a new apply may now run beside it",
+                    info.pid
+                );
+            }
             println!("Lock {} released (was: {info}).", info.id);
             exit::OK
         }

@@ -1753,7 +1753,7 @@ fn formatdate(args: FuncArgs) -> FnResult {
             n += 1;
         }
         i += n;
-        let token: String = std::iter::repeat(c).take(n).collect();
+        let token: String = std::iter::repeat_n(c, n).collect();
         let bad = |hint: &str| format!("invalid date format verb `{token}`: {hint}");
         let pad = |v: u32| {
             if n == 2 {

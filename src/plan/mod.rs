@@ -2,10 +2,11 @@
 //! target once (concurrently, bounded), then walk the instances in dependency order computing
 //! each change against the *predicted* state of its target.
 
+pub mod redact;
 pub mod vars;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hcl::{Map, Value};
@@ -14,8 +15,8 @@ use serde_json::Value as Json;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::config::eval::{self, evaluate, from_json, is_unknown, json_is_unknown, to_json, Scope};
-use crate::config::refs::IndexKey;
-use crate::config::{Attr, BlockKind, Config, Diagnostic, Diagnostics};
+use crate::config::refs::{IndexKey, Reference};
+use crate::config::{Attr, BlockKind, Config, Diagnostic, Diagnostics, RefRoot};
 use crate::graph::{self, ConfigGraph, Node, Writer};
 use crate::provider::builtin::parse_duration;
 use crate::provider::{
@@ -32,7 +33,9 @@ pub struct PlanOptions {
     pub parallelism: usize,
     /// Whether to talk to the APIs (false for `validate`: data and targets stay unknown).
     pub read: bool,
-    /// Outputs of steps already finished in the run being resumed, by step address.
+    /// Outputs of steps already finished in the run being resumed, by step address; for a
+    /// sensitive step the journal holds [`sensitive_marker`] instead, and plan derives its
+    /// outputs again from its inputs where it can (see [`Instance::sensitive`]).
     pub finished_outputs: HashMap<String, Json>,
 }
 
@@ -78,9 +81,23 @@ pub struct Instance {
     pub planned_outputs: Json,
     /// `each.value` of a `for_each` instance.
     pub each_value: Option<Json>,
-    /// Arguments whose value derives from a `sensitive` variable: shown as
-    /// `(sensitive value)`.
+    /// Arguments whose value derives from a sensitive value (a `sensitive` variable, or a
+    /// local, step or data source fed by one): shown as `(sensitive value)`.
     pub sensitive_args: Vec<String>,
+    /// Whether any argument derives from a sensitive value. Then every output of the step is
+    /// sensitive too: the journal records [`sensitive_marker`] instead of them, and nothing
+    /// prints them.
+    pub sensitive: bool,
+}
+
+/// What the journal records instead of the outputs (and observed state) of a sensitive step.
+pub fn sensitive_marker() -> Json {
+    serde_json::json!({ "sensitive": true })
+}
+
+/// Whether recorded outputs are [`sensitive_marker`].
+pub fn is_sensitive_marker(v: &Json) -> bool {
+    *v == sensitive_marker()
 }
 
 /// Counts for the summary line.
@@ -112,7 +129,17 @@ pub struct Plan {
     block_index: HashMap<String, usize>,
     /// For each block, the indices of its instances in `instances`.
     block_instances: Vec<Vec<usize>>,
+    /// Secrets to scrub from messages: sensitive variable values, and values derived from
+    /// them (sensitive arguments and outputs, including those of steps finished during apply).
+    redactor: RwLock<redact::Redactor>,
+    /// On resume: steps finished in an earlier attempt whose sensitive outputs the journal
+    /// does not hold and the plan could not derive again, by block address.
+    gone: Gone,
 }
+
+/// Finished sensitive instances whose outputs are (partly) lost, by block address:
+/// (instance address, instance key, outputs as derived again, with unknowns where lost).
+type Gone = HashMap<String, Vec<(String, Option<IndexKey>, Json)>>;
 
 impl Plan {
     /// Counts of steps by kind of action.
@@ -160,6 +187,9 @@ impl Plan {
         for a in &block.args {
             let v = evaluate(a, &scope)?;
             if is_unknown(&v) {
+                if let Some(d) = needs_gone_output(&inst.address, a, &self.config, &self.gone) {
+                    return Err(d);
+                }
                 return Err(Diagnostic::error(format!(
                     "argument `{}` of `{}` is still unknown when the step is due to run",
                     a.name, inst.address
@@ -171,18 +201,24 @@ impl Plan {
         Ok(inputs)
     }
 
-    /// Replaces every value of a `sensitive` variable in `text` by `(sensitive value)`, for
-    /// messages that reach the terminal or the journal (a failed command line, say).
+    /// Replaces every secret in `text` by `(sensitive value)`, for messages that reach the
+    /// terminal or the journal (a failed command line, say): every leaf of every `sensitive`
+    /// variable (strings, numbers, bools, in each textual form, see [`redact`]), and the
+    /// longer strings derived from them (sensitive arguments, outputs of sensitive steps).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for v in self.config.variables.iter().filter(|v| v.sensitive) {
-            if let Some(Value::String(secret)) = self.variables.get(&v.name) {
-                if secret.len() >= 4 {
-                    out = out.replace(secret.as_str(), "(sensitive value)");
-                }
-            }
-        }
-        out
+        self.redactor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .redact(text)
+    }
+
+    /// Adds the outputs of a sensitive step, known only now that it ran, to the secrets
+    /// [`Plan::redact`] scrubs.
+    pub fn add_derived_secrets(&self, outputs: &Json) {
+        self.redactor
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_json(outputs, redact::Leaves::LongStrings);
     }
 
     /// Evaluates an expression (an output) with the actual outputs of finished steps.
@@ -589,21 +625,24 @@ pub async fn plan(
     let mut instances: Vec<Instance> = Vec::with_capacity(config.blocks.len());
     let mut block_instances: Vec<Vec<usize>> = vec![Vec::new(); config.blocks.len()];
     let mut providers: Option<Arc<Providers>> = None;
-    // `var.X` and `local.Y` addresses whose values are sensitive.
-    let mut sensitive: std::collections::HashSet<String> = config
-        .variables
-        .iter()
-        .filter(|v| v.sensitive)
-        .map(|v| format!("var.{}", v.name))
-        .collect();
+    // What is sensitive, and the secrets to scrub from messages.
+    let mut sens = Sensitivity::new(&config);
+    let mut redactor = redact::Redactor::new();
+    for v in config.variables.iter().filter(|v| v.sensitive) {
+        if let Some(value) = variables.get(&v.name) {
+            redactor.add_value(value, redact::Leaves::All);
+        }
+    }
+    let mut gone = Gone::new();
 
     let mut total_instances = 0usize;
     for node in &cgraph.order {
         match *node {
             Node::Local(i) => {
                 let attr = &config.locals[i].attr;
-                if is_sensitive(attr, &sensitive) {
-                    sensitive.insert(format!("local.{}", attr.name));
+                let secret = sens.refers(attr);
+                if secret {
+                    sens.names.insert(format!("local.{}", attr.name));
                 }
                 let scope = PlanScope {
                     vars: &variables,
@@ -614,6 +653,9 @@ pub async fn plan(
                 };
                 match evaluate(attr, &scope) {
                     Ok(v) => {
+                        if secret {
+                            redactor.add_value(&v, redact::Leaves::LongStrings);
+                        }
                         locals.insert(attr.name.clone(), v);
                     }
                     Err(d) => {
@@ -676,6 +718,30 @@ pub async fn plan(
                     count: None,
                     each: None,
                 };
+                // A secret must not become an instance key or count (they show in addresses).
+                if let Some(meta) = [&block.count, &block.for_each]
+                    .into_iter()
+                    .flatten()
+                    .find(|m| sens.refers(m))
+                {
+                    diags.push(diag_at(
+                        format!(
+                            "`{}` of `{base}` derives from a sensitive value; instance keys show in addresses, plan and journal, so they cannot be sensitive",
+                            meta.name
+                        ),
+                        &meta.span,
+                    ));
+                    blocks.insert(base, eval::unknown());
+                    continue;
+                }
+                // Arguments that derive from a sensitive value (the same for every instance).
+                let sensitive_args: Vec<String> = block
+                    .args
+                    .iter()
+                    .filter(|a| sens.refers(a))
+                    .map(|a| a.name.clone())
+                    .collect();
+                let mut output_names: HashSet<String> = HashSet::new();
                 let expansion = match expand(block, &scope, !opts.read) {
                     Ok(e) => e,
                     Err(d) => {
@@ -714,9 +780,17 @@ pub async fn plan(
                         BlockKind::Data => registry.data(&block.type_name).map(|t| t.args()),
                     }
                     .unwrap_or(&[]);
+                    let resumed_finished = opts.finished_outputs.contains_key(&address);
                     for a in &block.args {
                         match evaluate(a, &scope) {
                             Ok(v) => {
+                                if is_unknown(&v) && !resumed_finished {
+                                    if let Some(d) = needs_gone_output(&address, a, &config, &gone)
+                                    {
+                                        diags.push(d);
+                                        ok = false;
+                                    }
+                                }
                                 let j = to_json(&v);
                                 if !json_is_unknown(&j) {
                                     if let Some(spec) = arg_specs.iter().find(|s| s.name == a.name)
@@ -790,6 +864,9 @@ pub async fn plan(
                             } else if is_unknown(&value) {
                                 merged = eval::unknown();
                             }
+                            if !sensitive_args.is_empty() {
+                                redactor.add_value(&merged, redact::Leaves::LongStrings);
+                            }
                             data.insert(address.clone(), merged.clone());
                             values.push((key, merged));
                         }
@@ -812,9 +889,48 @@ pub async fn plan(
                             };
                             let target = st.target(&env, &inputs);
                             let planned_outputs = match opts.finished_outputs.get(&address) {
+                                // The journal holds no sensitive outputs: derive them again
+                                // from the inputs (re-supplied sensitive variables) where the
+                                // step type can; what it cannot stays unknown, and a step
+                                // still to run that needs it is refused (`needs_gone_output`).
+                                Some(o) if is_sensitive_marker(o) => {
+                                    let mut derived = st.planned_outputs(&inputs);
+                                    if block
+                                        .args
+                                        .iter()
+                                        .any(|a| calls_impure(a, &config, &mut HashSet::new()))
+                                    {
+                                        // `timestamp()` would derive another value than
+                                        // the one the step ran with.
+                                        if let Json::Object(o) = &mut derived {
+                                            for v in o.values_mut() {
+                                                *v = Json::String(eval::UNKNOWN.into());
+                                            }
+                                        }
+                                    }
+                                    if json_is_unknown(&derived) {
+                                        gone.entry(base.clone()).or_default().push((
+                                            address.clone(),
+                                            key.clone(),
+                                            derived.clone(),
+                                        ));
+                                    }
+                                    derived
+                                }
                                 Some(o) => o.clone(),
                                 None => st.planned_outputs(&inputs),
                             };
+                            if !sensitive_args.is_empty() {
+                                for a in &sensitive_args {
+                                    if let Some(v) = inputs.get(a) {
+                                        redactor.add_json(v, redact::Leaves::LongStrings);
+                                    }
+                                }
+                                redactor.add_json(&planned_outputs, redact::Leaves::LongStrings);
+                            }
+                            if let Json::Object(o) = &planned_outputs {
+                                output_names.extend(o.keys().cloned());
+                            }
                             let value = instance_value(&inputs, &planned_outputs);
                             block_instances[bi].push(instances.len());
                             instances.push(Instance {
@@ -831,16 +947,23 @@ pub async fn plan(
                                 before: None,
                                 planned_outputs,
                                 each_value: each.as_ref().map(|(_, v)| to_json(v)),
-                                sensitive_args: block
-                                    .args
-                                    .iter()
-                                    .filter(|a| is_sensitive(a, &sensitive))
-                                    .map(|a| a.name.clone())
-                                    .collect(),
+                                sensitive: !sensitive_args.is_empty(),
+                                sensitive_args: sensitive_args.clone(),
                             });
                             values.push((key, value));
                         }
                     }
+                }
+                if !sensitive_args.is_empty() {
+                    sens.blocks.insert(
+                        base.clone(),
+                        SensitiveBlock {
+                            data: block.kind == BlockKind::Data,
+                            args: block.args.iter().map(|a| a.name.clone()).collect(),
+                            sensitive_args: sensitive_args.iter().cloned().collect(),
+                            outputs: output_names,
+                        },
+                    );
                 }
                 let block_value = if block.count.is_some() {
                     Value::Array(values.into_iter().map(|(_, v)| v).collect())
@@ -863,8 +986,7 @@ pub async fn plan(
         }
     }
     if diags.has_errors() {
-        diags.attach_sources(&config.sources);
-        return Err(diags.into());
+        return Err(failed(diags, &config, &redactor));
     }
 
     // Instance dependencies.
@@ -923,8 +1045,7 @@ pub async fn plan(
         .collect();
     diags.extend(graph::unordered_writers(&igraph, &writers, &config));
     if diags.has_errors() {
-        diags.attach_sources(&config.sources);
-        return Err(diags.into());
+        return Err(failed(diags, &config, &redactor));
     }
 
     let providers = providers.unwrap_or_else(|| Arc::new(Providers::new(provider_args.clone())));
@@ -968,8 +1089,7 @@ pub async fn plan(
             }
         }
         if diags.has_errors() {
-            diags.attach_sources(&config.sources);
-            return Err(diags.into());
+            return Err(failed(diags, &config, &redactor));
         }
     }
 
@@ -1024,8 +1144,7 @@ pub async fn plan(
     }
 
     if diags.has_errors() {
-        diags.attach_sources(&config.sources);
-        return Err(diags.into());
+        return Err(failed(diags, &config, &redactor));
     }
     drop(blocks);
     let block_index = config
@@ -1043,6 +1162,8 @@ pub async fn plan(
         outputs: Vec::new(),
         block_index,
         block_instances,
+        redactor: RwLock::new(redactor),
+        gone,
     };
     // Outputs as known now: planned outputs, or observed ones for steps with nothing to do.
     let known: HashMap<String, Json> = plan
@@ -1052,7 +1173,7 @@ pub async fn plan(
         .collect();
     let mut outputs = Vec::new();
     for o in &plan.config.outputs {
-        if !o.sensitive && is_sensitive(&o.value, &sensitive) {
+        if !o.sensitive && sens.refers(&o.value) {
             diags.push(diag_at(
                 format!(
                     "output `{}` refers to a sensitive value; add `sensitive = true` to the output to show it as `(sensitive value)`",
@@ -1068,22 +1189,179 @@ pub async fn plan(
         }
     }
     if diags.has_errors() {
-        diags.attach_sources(&plan.config.sources);
-        return Err(diags.into());
+        let redactor = plan.redactor.read().unwrap_or_else(|e| e.into_inner());
+        return Err(failed(diags, &plan.config, &redactor));
     }
     plan.outputs = outputs;
     Ok((plan, providers))
 }
 
-/// Whether an expression refers to a sensitive variable or local.
-fn is_sensitive(attr: &Attr, sensitive: &std::collections::HashSet<String>) -> bool {
-    !sensitive.is_empty()
-        && attr.refs.iter().any(|r| {
-            matches!(
-                r.root,
-                crate::config::RefRoot::Var | crate::config::RefRoot::Local
-            ) && sensitive.contains(&r.subject())
+/// Diagnostics of a failed plan, sources attached and secrets scrubbed from their messages
+/// (an evaluation error may quote a value).
+fn failed(mut diags: Diagnostics, config: &Config, redactor: &redact::Redactor) -> PlanError {
+    if !redactor.is_empty() {
+        for d in &mut diags.0 {
+            d.message = redactor.redact(&d.message);
+            for n in &mut d.notes {
+                *n = redactor.redact(n);
+            }
+        }
+    }
+    diags.attach_sources(&config.sources);
+    diags.into()
+}
+
+/// What derives from a sensitive value, found from references (so that `validate` knows it
+/// without values): variables declared `sensitive`, locals that refer to a sensitive value,
+/// and steps and data sources with an argument that does.
+struct Sensitivity {
+    /// `var.X` and `local.Y` addresses.
+    names: HashSet<String>,
+    /// Step and data blocks fed by a sensitive value, by block address.
+    blocks: HashMap<String, SensitiveBlock>,
+}
+
+/// A step or data block with an argument that derives from a sensitive value.
+struct SensitiveBlock {
+    /// A data source: all of its attributes are sensitive.
+    data: bool,
+    /// Names of all of its arguments.
+    args: HashSet<String>,
+    /// Names of the arguments that derive from a sensitive value.
+    sensitive_args: HashSet<String>,
+    /// Names of its outputs (all sensitive).
+    outputs: HashSet<String>,
+}
+
+impl Sensitivity {
+    fn new(config: &Config) -> Sensitivity {
+        Sensitivity {
+            names: config
+                .variables
+                .iter()
+                .filter(|v| v.sensitive)
+                .map(|v| format!("var.{}", v.name))
+                .collect(),
+            blocks: HashMap::new(),
+        }
+    }
+
+    /// Whether an expression refers to a sensitive value.
+    fn refers(&self, attr: &Attr) -> bool {
+        attr.refs.iter().any(|r| self.is_sensitive(r))
+    }
+
+    /// Whether a reference is to a sensitive value. Of a step fed by a secret, every output
+    /// is sensitive, and so is the whole object; an argument that does not derive from the
+    /// secret (and is not also an output) is not.
+    fn is_sensitive(&self, r: &Reference) -> bool {
+        match r.root {
+            RefRoot::Var | RefRoot::Local => self.names.contains(&r.subject()),
+            RefRoot::Step | RefRoot::Data => match self.blocks.get(&r.subject()) {
+                None => false,
+                Some(b) => match r.parts.get(3) {
+                    None => true,
+                    Some(attr) => {
+                        b.data
+                            || b.sensitive_args.contains(attr)
+                            || b.outputs.contains(attr)
+                            || !b.args.contains(attr)
+                    }
+                },
+            },
+            _ => false,
+        }
+    }
+}
+
+/// On resume: the error when argument `attr` of step `consumer` (still to run) needs an output
+/// of a step finished in an earlier attempt that the journal does not hold (it derives from a
+/// sensitive value) and the plan could not derive again. Follows locals.
+fn needs_gone_output(
+    consumer: &str,
+    attr: &Attr,
+    config: &Config,
+    gone: &Gone,
+) -> Option<Diagnostic> {
+    if gone.is_empty() {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    let (span, needed, producer) = find_gone(attr, config, gone, &mut seen)?;
+    Some(diag_at(
+        format!(
+            "`{consumer}` needs `{needed}`, an output of `{producer}`, which finished in an earlier attempt of this run; \
+             it derives from a sensitive value, so the journal does not hold it, and it cannot be derived again from the variables. \
+             To run `{producer}` again, start a new run with `opsctl apply --discard-unfinished`"
+        ),
+        span,
+    ))
+}
+
+/// Functions whose result changes from one evaluation to the next.
+const IMPURE_FUNCTIONS: &[&str] = &["timestamp"];
+
+/// Whether `attr` calls an impure function, directly or through locals.
+fn calls_impure(attr: &Attr, config: &Config, seen: &mut HashSet<String>) -> bool {
+    attr.functions
+        .iter()
+        .any(|(f, _)| IMPURE_FUNCTIONS.contains(&f.as_str()))
+        || attr.refs.iter().any(|r| {
+            r.root == RefRoot::Local
+                && r.parts.get(1).is_some_and(|name| {
+                    seen.insert(name.clone())
+                        && config
+                            .locals
+                            .iter()
+                            .find(|l| &l.attr.name == name)
+                            .is_some_and(|l| calls_impure(&l.attr, config, seen))
+                })
         })
+}
+
+/// The first reference of `attr` (directly or through locals) to a lost output: (where it is
+/// written in `attr`, the reference, the instance that produced the output).
+fn find_gone<'a>(
+    attr: &'a Attr,
+    config: &Config,
+    gone: &Gone,
+    seen: &mut HashSet<String>,
+) -> Option<(&'a crate::config::Span, String, String)> {
+    for r in &attr.refs {
+        match r.root {
+            RefRoot::Local => {
+                let Some(name) = r.parts.get(1) else { continue };
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let Some(local) = config.locals.iter().find(|l| &l.attr.name == name) else {
+                    continue;
+                };
+                if let Some((_, needed, producer)) = find_gone(&local.attr, config, gone, seen) {
+                    return Some((&r.span, needed, producer));
+                }
+            }
+            RefRoot::Step => {
+                let Some(insts) = gone.get(&r.subject()) else {
+                    continue;
+                };
+                for (address, key, outputs) in insts {
+                    if r.index.is_some() && r.index != *key {
+                        continue;
+                    }
+                    let lost = match r.parts.get(3) {
+                        None => json_is_unknown(outputs),
+                        Some(a) => outputs.get(a).is_some_and(json_is_unknown),
+                    };
+                    if lost {
+                        return Some((&r.span, r.text(), address.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The instance dependency graph: node `i` is `instances[i]`, edges from dependency to

@@ -106,6 +106,20 @@ fn resolve_with(
 
     let mut values = Map::new();
     for var in &config.variables {
+        // A type error quotes the value given: scrub it for a sensitive variable.
+        let mut redactor = super::redact::Redactor::new();
+        if var.sensitive {
+            match raw.get(&var.name) {
+                Some((Raw::Text(t), _)) => {
+                    redactor.add_text(t);
+                    if let Ok(v) = parse_hcl_value(t) {
+                        redactor.add_value(&v, super::redact::Leaves::All);
+                    }
+                }
+                Some((Raw::Value(v), _)) => redactor.add_value(v, super::redact::Leaves::All),
+                None => {}
+            }
+        }
         let value = match raw.remove(&var.name) {
             Some((Raw::Value(v), from)) => var
                 .ty
@@ -147,7 +161,9 @@ fn resolve_with(
             Ok(v) => {
                 values.insert(var.name.clone(), v);
             }
-            Err(msg) => diags.push(Diagnostic::error(msg).with_span(var.span.clone())),
+            Err(msg) => {
+                diags.push(Diagnostic::error(redactor.redact(&msg)).with_span(var.span.clone()))
+            }
         }
     }
     if !diags.has_errors() {
@@ -159,6 +175,11 @@ fn resolve_with(
                 continue;
             }
             let scope = OneVar(&var.name, value);
+            // An `error_message` may interpolate the value: scrub it for a sensitive variable.
+            let mut redactor = super::redact::Redactor::new();
+            if var.sensitive {
+                redactor.add_value(value, super::redact::Leaves::All);
+            }
             for (cond, msg) in &var.validations {
                 match evaluate(cond, &scope) {
                     Ok(Value::Bool(true)) => {}
@@ -169,8 +190,9 @@ fn resolve_with(
                         };
                         diags.push(
                             Diagnostic::error(format!(
-                                "invalid value for variable `{}`: {text}",
-                                var.name
+                                "invalid value for variable `{}`: {}",
+                                var.name,
+                                redactor.redact(&text)
                             ))
                             .with_span(cond.span.clone()),
                         );
@@ -179,7 +201,10 @@ fn resolve_with(
                         Diagnostic::error("a validation `condition` must be `true` or `false`")
                             .with_span(cond.span.clone()),
                     ),
-                    Err(d) => diags.push(d),
+                    Err(mut d) => {
+                        d.message = redactor.redact(&d.message);
+                        diags.push(d);
+                    }
                 }
             }
         }

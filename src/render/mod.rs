@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value as Json;
 
 use crate::config::eval::{is_unknown, to_json, UNKNOWN};
+use crate::plan::redact::REDACTED;
 use crate::plan::{Counts, Plan};
 use crate::provider::{Action, FieldChange};
 
@@ -100,7 +101,12 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push_str("Symbols: + create, ~ update in place, - delete, -/+ replace, > run\n\n");
         for inst in acting {
             let _ = writeln!(out, "  # {} {}", inst.address, describe(inst.change.action));
-            let _ = writeln!(out, "  #   target: {}", inst.target);
+            let target = if inst.sensitive_args.iter().any(|a| a == "target") {
+                REDACTED
+            } else {
+                inst.target.as_str()
+            };
+            let _ = writeln!(out, "  #   target: {target}");
             if !inst.deps.is_empty() {
                 let names: Vec<&str> = inst
                     .deps
@@ -135,12 +141,22 @@ pub fn plan_text(plan: &Plan) -> String {
                         (None, Some(_)) => "+",
                         _ => "-",
                     };
-                    let _ = writeln!(out, "      {sym} {}: (sensitive value)", f.path);
+                    let _ = writeln!(out, "      {sym} {}: {REDACTED}", f.path);
+                } else if inst.sensitive {
+                    // A field may carry a secret under another name than its argument.
+                    let mut text = String::new();
+                    render_field(&mut text, inst.change.action, f);
+                    out.push_str(&plan.redact(&text));
                 } else {
                     render_field(&mut out, inst.change.action, f);
                 }
             }
             for line in &inst.change.summary {
+                let line = if inst.sensitive {
+                    plan.redact(line)
+                } else {
+                    line.clone()
+                };
                 let _ = writeln!(out, "      # {line}");
             }
             out.push('\n');
@@ -152,7 +168,7 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push_str("\nOutputs:\n");
         for (name, value, sensitive) in outputs {
             let shown = if *sensitive {
-                "(sensitive value)".to_string()
+                REDACTED.to_string()
             } else if is_unknown(value) {
                 "(known after apply)".to_string()
             } else {
@@ -181,7 +197,7 @@ pub fn outputs_text(outputs: &[(String, Json, bool)]) -> String {
     out.push_str("\nOutputs:\n");
     for (name, value, sensitive) in outputs {
         let shown = if *sensitive {
-            "(sensitive value)".to_string()
+            REDACTED.to_string()
         } else {
             show_value(value)
         };

@@ -3,7 +3,11 @@
 //! group-committing background thread so that an `append` returns only once its record is
 //! on disk.
 //!
-//! Line format: `<crc32 of the JSON bytes as 8 lowercase hex digits> <compact JSON>\n`.
+//! Line format: `<crc32 of the JSON bytes as 8 lowercase hex digits> <compact JSON>\n`. The
+//! JSON object starts with `"seq"`, the record's 1-based sequence number in the file: a
+//! missing, duplicated or reordered record is damage reported with file and line, not a gap
+//! that replay would silently read past. A journal file never exists without its first
+//! record: it is created by writing `run_started` to a temporary file and linking it in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -19,7 +23,7 @@ use tokio::sync::oneshot;
 use super::{io_err, parent_dir, sync_dir, StateError};
 
 /// The journal format version this build writes and reads (recorded in `run_started`).
-pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+pub const JOURNAL_FORMAT_VERSION: u32 = 2;
 
 /// Name of the testing-only fault-injection environment variable; see [`JournalWriter`].
 pub const FAULT_ENV: &str = "OPSCTL_FAULT_JOURNAL_KILL_AT";
@@ -52,6 +56,9 @@ pub enum Record {
         at: String,
         /// Number of steps in the plan.
         n_steps: usize,
+        /// The unfinished run this one replaced (`apply --discard-unfinished`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        discarded_run: Option<String>,
     },
     /// An interrupted run was picked up again by a (possibly different) process.
     RunResumed {
@@ -115,6 +122,20 @@ pub enum Record {
         /// Why.
         reason: String,
     },
+    /// An unfinished run was given up by `apply --discard-unfinished`: it will not be
+    /// resumed; its finished steps may run again in the new run.
+    RunDiscarded {
+        /// When it was discarded.
+        at: String,
+        /// User who discarded it.
+        who: String,
+        /// Host of the discarding opsctl.
+        host: String,
+        /// Process ID of the discarding opsctl.
+        pid: u32,
+        /// The run that replaces it.
+        by_run: String,
+    },
     /// The run ended.
     RunFinished {
         /// When it ended.
@@ -135,6 +156,7 @@ impl Record {
             Record::StepFailed { .. } => "step_failed",
             Record::StepResolved { .. } => "step_resolved",
             Record::RunInterrupted { .. } => "run_interrupted",
+            Record::RunDiscarded { .. } => "run_discarded",
             Record::RunFinished { .. } => "run_finished",
         }
     }
@@ -177,22 +199,36 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// The newest run in `state_dir`: its ID and journal path, chosen by greatest run ID among
-/// the `*.jsonl` files of [`journal_dir`].
+/// The newest run in a state directory, as found by [`latest_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestRun {
+    /// The run ID (the journal's file stem).
+    pub id: String,
+    /// The journal file.
+    pub path: PathBuf,
+    /// Newer journal files that were passed over because they are empty: left by a crash
+    /// (or a full disk) of an older opsctl between creating a journal and writing its first
+    /// record. They hold nothing; the caller should warn about them.
+    pub skipped_empty: Vec<PathBuf>,
+}
+
+/// The newest run in `state_dir`: chosen by greatest run ID among the non-empty `*.jsonl`
+/// files of [`journal_dir`] (hidden files, such as a journal being created, are ignored).
 ///
-/// Returns `None` if the journal directory is missing or holds no journals.
+/// Returns `None` if the journal directory is missing or holds no non-empty journal.
 ///
 /// # Errors
 ///
 /// [`StateError::Io`] if the journal directory exists but cannot be listed.
-pub fn latest_run(state_dir: &Path) -> Result<Option<(String, PathBuf)>, StateError> {
+pub fn latest_run(state_dir: &Path) -> Result<Option<LatestRun>, StateError> {
     let dir = journal_dir(state_dir);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&dir, e)),
     };
-    let mut best: Option<(String, PathBuf)> = None;
+    // (id, path, empty)
+    let mut runs: Vec<(String, PathBuf, bool)> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io_err(&dir, e))?;
         let path = entry.path();
@@ -202,28 +238,64 @@ pub fn latest_run(state_dir: &Path) -> Result<Option<(String, PathBuf)>, StateEr
         let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        if id.is_empty() || !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        if id.is_empty() || id.starts_with('.') {
             continue;
         }
-        if best.as_ref().map_or(true, |(b, _)| id > b.as_str()) {
-            best = Some((id.to_string(), path));
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
         }
+        runs.push((id.to_string(), path, meta.len() == 0));
     }
-    Ok(best)
+    runs.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut skipped_empty = Vec::new();
+    for (id, path, empty) in runs {
+        if empty {
+            skipped_empty.push(path);
+            continue;
+        }
+        return Ok(Some(LatestRun {
+            id,
+            path,
+            skipped_empty,
+        }));
+    }
+    Ok(None)
 }
 
-/// Encode `record` as one journal line, trailing newline included.
-fn encode_line(record: &Record) -> Result<Vec<u8>, StateError> {
-    let json = serde_json::to_vec(record).map_err(|e| StateError::Encode(e.to_string()))?;
-    let mut line = Vec::with_capacity(json.len() + 10);
-    line.extend_from_slice(format!("{:08x} ", crc32fast::hash(&json)).as_bytes());
-    line.extend_from_slice(&json);
-    line.push(b'\n');
+/// Encode `record` as compact JSON (without its sequence number; the writer adds it).
+fn encode_json(record: &Record) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(record).map_err(|e| StateError::Encode(e.to_string()))
+}
+
+/// Frame the JSON of a record (as made by [`encode_json`]: an object) as journal line
+/// number `seq`: `{"seq":N,` is spliced in front of its fields, the checksum is put before
+/// it and a newline after it.
+fn frame_line(seq: u64, json: &[u8], out: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(json.len() + 24);
+    body.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
+    match json.get(1..) {
+        Some(rest) if rest != b"}" => {
+            body.push(b',');
+            body.extend_from_slice(rest);
+        }
+        _ => body.push(b'}'),
+    }
+    out.extend_from_slice(format!("{:08x} ", crc32fast::hash(&body)).as_bytes());
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+}
+
+/// Encode `record` as journal line number `seq`, trailing newline included.
+#[cfg(test)]
+fn encode_line(record: &Record, seq: u64) -> Result<Vec<u8>, StateError> {
+    let mut line = Vec::new();
+    frame_line(seq, &encode_json(record)?, &mut line);
     Ok(line)
 }
 
 /// The result of [`read_journal`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JournalRead {
     /// Every intact record, in file order. The first, if any, is `RunStarted`.
     pub records: Vec<Record>,
@@ -231,23 +303,28 @@ pub struct JournalRead {
     pub torn_tail: Option<TornTail>,
 }
 
-/// An incomplete last journal line (a write cut short by a crash). Pass it to
-/// [`JournalWriter::open_append`] to cut it off before appending.
+impl JournalRead {
+    /// The sequence number the next appended record gets: one more than the number of
+    /// intact records (sequence numbers start at 1 and have no gaps).
+    pub fn next_seq(&self) -> u64 {
+        self.records.len() as u64 + 1
+    }
+}
+
+/// An incomplete last journal line (a write cut short by a crash). [`JournalWriter::open_append`]
+/// cuts it off before appending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     /// 1-based line number of the torn line.
     pub line: usize,
-    /// Length of the torn line in bytes, including its newline if it has one; it is the
-    /// last `bytes` bytes of the file.
+    /// Length of the torn line in bytes; it is the last `bytes` bytes of the file.
     pub bytes: usize,
 }
 
-/// Why one line could not be read.
+/// Why one complete line could not be read.
 enum LineError {
-    /// Framing or checksum failure: what a write cut short looks like.
-    Torn(String),
-    /// The checksum verifies but the content is not a valid record.
-    Invalid(String),
+    /// Framing, checksum, sequence or content failure.
+    Damaged(String),
     /// A `run_started` record with a format version this build does not read.
     Version(u32),
 }
@@ -255,71 +332,91 @@ enum LineError {
 /// Verify the checksum of one line (without its newline) and return its JSON bytes.
 fn checked_json(line: &[u8]) -> Result<&[u8], LineError> {
     if line.len() < 9 || line[8] != b' ' {
-        return Err(LineError::Torn(
+        return Err(LineError::Damaged(
             "line does not start with an 8-digit checksum and a space".into(),
         ));
     }
     let hex = std::str::from_utf8(&line[..8])
         .ok()
         .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| LineError::Torn("checksum is not 8 hex digits".into()))?;
+        .ok_or_else(|| LineError::Damaged("checksum is not 8 hex digits".into()))?;
     let expected = u32::from_str_radix(hex, 16)
-        .map_err(|e| LineError::Torn(format!("checksum `{hex}` is unreadable: {e}")))?;
+        .map_err(|e| LineError::Damaged(format!("checksum `{hex}` is unreadable: {e}")))?;
     let json = &line[9..];
     let actual = crc32fast::hash(json);
     if actual != expected {
-        return Err(LineError::Torn(format!(
+        return Err(LineError::Damaged(format!(
             "checksum mismatch: line says `{expected:08x}`, content hashes to `{actual:08x}`"
         )));
     }
     Ok(json)
 }
 
-/// Parse the first line, which must be a supported `run_started` record.
-fn parse_first(line: &[u8]) -> Result<Record, LineError> {
+/// Parse line number `line_no` (1-based): checksum, sequence number, then the record; the
+/// first line must be a supported `run_started`, no later one may be.
+fn parse_line(line: &[u8], line_no: usize) -> Result<Record, LineError> {
     let json = checked_json(line)?;
-    let value: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| LineError::Invalid(format!("invalid JSON: {e}")))?;
-    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
-    if kind != "run_started" {
-        return Err(LineError::Invalid(format!(
-            "first record is `{kind}`, expected `run_started`"
-        )));
-    }
-    if let Some(found) = value.get("format_version").and_then(|v| v.as_u64()) {
-        if found != u64::from(JOURNAL_FORMAT_VERSION) {
-            return Err(LineError::Version(u32::try_from(found).unwrap_or(u32::MAX)));
+    let mut value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| LineError::Damaged(format!("invalid JSON: {e}")))?;
+    let kind = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
+    if line_no == 1 {
+        if kind != "run_started" {
+            return Err(LineError::Damaged(format!(
+                "first record is `{kind}`, expected `run_started`"
+            )));
         }
-    }
-    serde_json::from_value(value).map_err(|e| LineError::Invalid(format!("invalid record: {e}")))
-}
-
-/// Parse a line after the first.
-fn parse_later(line: &[u8]) -> Result<Record, LineError> {
-    let json = checked_json(line)?;
-    let record: Record = serde_json::from_slice(json)
-        .map_err(|e| LineError::Invalid(format!("invalid record: {e}")))?;
-    if matches!(record, Record::RunStarted { .. }) {
-        return Err(LineError::Invalid(
+        if let Some(found) = value.get("format_version").and_then(|v| v.as_u64()) {
+            if found != u64::from(JOURNAL_FORMAT_VERSION) {
+                return Err(LineError::Version(u32::try_from(found).unwrap_or(u32::MAX)));
+            }
+        }
+    } else if kind == "run_started" {
+        return Err(LineError::Damaged(
             "`run_started` may only be the first record".into(),
         ));
     }
-    Ok(record)
+    let seq = value
+        .as_object_mut()
+        .and_then(|o| o.remove("seq"))
+        .and_then(|s| s.as_u64())
+        .ok_or_else(|| LineError::Damaged("record has no sequence number `seq`".into()))?;
+    let expected = line_no as u64;
+    if seq < expected {
+        return Err(LineError::Damaged(format!(
+            "record {seq} appears again where record {expected} belongs (a duplicated or reordered record)"
+        )));
+    }
+    if seq > expected {
+        return Err(LineError::Damaged(if seq == expected + 1 {
+            format!("record {expected} is missing (found record {seq} in its place)")
+        } else {
+            format!(
+                "records {expected} to {} are missing (found record {seq} in place of record {expected})",
+                seq - 1
+            )
+        }));
+    }
+    serde_json::from_value(value).map_err(|e| LineError::Damaged(format!("invalid record: {e}")))
 }
 
 /// Read and verify the journal at `path` without modifying it.
 ///
-/// The last line is *torn* — reported in [`JournalRead::torn_tail`], not an error — if it
-/// lacks its trailing newline or fails its checksum: that is what a crash in the middle of a
-/// write leaves. An empty file (a crash right after creation) gives no records.
+/// Only a last line *without its trailing newline* is torn — reported in
+/// [`JournalRead::torn_tail`], not an error: that is what a crash in the middle of a write
+/// leaves. A complete line (newline-terminated) that fails its checksum is damage, wherever
+/// it is. An empty file gives no records.
 ///
 /// # Errors
 ///
 /// - [`StateError::Io`] if the file cannot be read.
-/// - [`StateError::Damaged`] with the 1-based line number if any line other than the last
-///   fails its checksum or framing, if any line's checksum verifies but its JSON is not a
-///   valid record (also on the last line: the checksum proves it is not a cut-short write),
-///   if the first record is not `run_started`, or a later one is.
+/// - [`StateError::Damaged`] with the 1-based line number if any complete line fails its
+///   checksum or framing, is not a valid record, carries the wrong sequence number (a
+///   missing, duplicated or reordered record), if the first record is not `run_started`, or
+///   a later one is.
 /// - [`StateError::UnsupportedVersion`] if the `run_started` format version is not
 ///   [`JOURNAL_FORMAT_VERSION`].
 pub fn read_journal(path: &Path) -> Result<JournalRead, StateError> {
@@ -342,24 +439,9 @@ pub fn read_journal(path: &Path) -> Result<JournalRead, StateError> {
             });
             break;
         };
-        let line = &rest[..newline];
-        let next = start + newline + 1;
-        let is_last = next == bytes.len();
-        let parsed = if line_no == 1 {
-            parse_first(line)
-        } else {
-            parse_later(line)
-        };
-        match parsed {
+        match parse_line(&rest[..newline], line_no) {
             Ok(record) => records.push(record),
-            Err(LineError::Torn(_)) if is_last => {
-                torn_tail = Some(TornTail {
-                    line: line_no,
-                    bytes: newline + 1,
-                });
-                break;
-            }
-            Err(LineError::Torn(reason) | LineError::Invalid(reason)) => {
+            Err(LineError::Damaged(reason)) => {
                 return Err(StateError::Damaged {
                     path: path.to_path_buf(),
                     line: line_no,
@@ -374,7 +456,7 @@ pub fn read_journal(path: &Path) -> Result<JournalRead, StateError> {
                 });
             }
         }
-        start = next;
+        start += newline + 1;
     }
     Ok(JournalRead { records, torn_tail })
 }
@@ -396,6 +478,8 @@ pub struct Replay {
     pub failed: BTreeMap<String, String>,
     /// The status of `RunFinished`, if the run finished.
     pub finished_status: Option<String>,
+    /// The run that replaced this one, if it was discarded (`apply --discard-unfinished`).
+    pub discarded_by: Option<String>,
     /// Number of `RunInterrupted` plus `RunResumed` records.
     pub interruptions: usize,
     /// The highest attempt number seen per step.
@@ -456,6 +540,7 @@ pub fn replay(records: &[Record]) -> Replay {
                 }
             }
             Record::RunFinished { status, .. } => r.finished_status = Some(status.clone()),
+            Record::RunDiscarded { by_run, .. } => r.discarded_by = Some(by_run.clone()),
         }
     }
     r
@@ -533,7 +618,8 @@ enum Reply {
 }
 
 struct Msg {
-    line: Vec<u8>,
+    /// The record's JSON (see [`encode_json`]); the writer frames it with its sequence number.
+    json: Vec<u8>,
     reply: Reply,
 }
 
@@ -547,18 +633,20 @@ struct Inner {
 
 /// Durable, group-committing journal writer. Cheap to clone; `Send + Sync`.
 ///
-/// A dedicated thread owns the file. Appenders queue encoded lines; the thread takes the
-/// first queued line, drains everything else already queued, writes the batch with one
-/// `write`, calls `fdatasync` once and then wakes every appender of the batch. So many
-/// concurrent appenders share one fsync. After an I/O error the writer is poisoned: that
-/// batch and every later append fail. The thread ends when the last clone is dropped.
+/// A dedicated thread owns the file. Appenders queue encoded records; the thread takes the
+/// first queued record, drains everything else already queued, numbers them (the sequence
+/// numbers follow the order of the file), writes the batch with one `write`, calls
+/// `fdatasync` once and then wakes every appender of the batch. So many concurrent appenders
+/// share one fsync. After an I/O error the writer is poisoned: that batch and every later
+/// append fail. The thread ends when the last clone is dropped.
 ///
 /// **Testing only — fault injection.** If the environment variable
 /// `OPSCTL_FAULT_JOURNAL_KILL_AT` is `N` (or `N:torn`) when the writer is created or opened,
-/// the writer thread sends `SIGKILL` to its own process just before writing the `N`-th line
-/// (1-based, counted over all journal writes of this process). With `:torn` it first writes
-/// and syncs the first half of that line, leaving a torn record. In this mode lines are
-/// written one at a time so the count is exact. Never set it outside crash tests.
+/// the writer sends `SIGKILL` to its own process just before writing the `N`-th line
+/// (1-based, counted over all journal writes of this process, the first record of a new
+/// journal included). With `:torn` it first writes and syncs the first half of that line,
+/// leaving a torn record. In this mode lines are written one at a time so the count is
+/// exact. Never set it outside crash tests.
 #[derive(Clone)]
 pub struct JournalWriter {
     inner: Arc<Inner>,
@@ -574,44 +662,73 @@ impl std::fmt::Debug for JournalWriter {
 }
 
 impl JournalWriter {
-    /// Create the journal file at `path` for a new run: creates missing parent directories,
-    /// creates the file exclusively, fsyncs it and its directory, and starts the writer
-    /// thread. The caller appends `RunStarted` first.
+    /// Create the journal file at `path` for a new run, holding `first` (the run's
+    /// `RunStarted`) as record 1, and start the writer thread.
+    ///
+    /// The file appears atomically with its first record: the record is written and fsynced
+    /// to a hidden temporary file in the same directory, which is then hard-linked to `path`
+    /// (failing if `path` exists) and the directory fsynced. So a crash or a full disk never
+    /// leaves a journal without its header; on failure the temporary file is removed.
+    /// Creates missing parent directories.
     ///
     /// # Errors
     ///
-    /// - [`StateError::Io`] if directories or the file cannot be created — in particular if
-    ///   the file already exists (`AlreadyExists`) — or the fsyncs or thread start fail.
+    /// - [`StateError::Io`] if directories or the file cannot be created or written — in
+    ///   particular if the file already exists (`AlreadyExists`) or the disk is full
+    ///   (`StorageFull`) — or the fsyncs or thread start fail.
+    /// - [`StateError::Encode`] if `first` cannot be encoded.
     /// - [`StateError::Fault`] if `OPSCTL_FAULT_JOURNAL_KILL_AT` is set but malformed.
-    pub fn create(path: &Path) -> Result<JournalWriter, StateError> {
+    pub fn create(path: &Path, first: &Record) -> Result<JournalWriter, StateError> {
         let fault = fault_from_env()?;
         let dir = parent_dir(path);
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut line = Vec::new();
+        frame_line(1, &encode_json(first)?, &mut line);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let written = (|| -> Result<(), StateError> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io_err(&tmp, e))?;
+            let counters = Counters::default();
+            write_lines(&mut file, &[line.as_slice()], fault, &counters)
+                .map_err(|f| io_err(&tmp, io::Error::new(f.kind, f.message)))?;
+            fs::hard_link(&tmp, path).map_err(|e| io_err(path, e))
+        })();
+        let _ = fs::remove_file(&tmp);
+        written?;
+        sync_dir(dir)?;
         let file = OpenOptions::new()
             .append(true)
-            .create_new(true)
             .open(path)
             .map_err(|e| io_err(path, e))?;
-        file.sync_all().map_err(|e| io_err(path, e))?;
-        sync_dir(dir)?;
-        Self::start(path, file, fault)
+        let writer = Self::start(path, file, fault, 2)?;
+        writer
+            .inner
+            .counters
+            .records
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(writer)
     }
 
-    /// Open an existing journal to append to it (resuming a run). If `torn_tail` (from
-    /// [`read_journal`] of this file) is given, the file is first truncated to the end of
-    /// the last intact line and fsynced.
+    /// Open an existing journal to append to it (resuming a run). `read` is what
+    /// [`read_journal`] returned for this file: if it found a torn tail, the file is first
+    /// truncated to the end of the last intact line and fsynced; appended records continue
+    /// its sequence numbers ([`JournalRead::next_seq`]).
     ///
     /// # Errors
     ///
     /// - [`StateError::Io`] if the file cannot be opened, truncated or synced.
-    /// - [`StateError::Damaged`] if `torn_tail` does not match the file (the cut would not
-    ///   land after a newline — the file changed since it was read), or if no `torn_tail`
-    ///   is given but the file does not end with a newline (appending would corrupt it).
+    /// - [`StateError::Damaged`] if the torn tail does not match the file (the cut would not
+    ///   land after a newline — the file changed since it was read), or if there is no torn
+    ///   tail but the file does not end with a newline (appending would corrupt it).
     /// - [`StateError::Fault`] if `OPSCTL_FAULT_JOURNAL_KILL_AT` is set but malformed.
-    pub fn open_append(
-        path: &Path,
-        torn_tail: Option<&TornTail>,
-    ) -> Result<JournalWriter, StateError> {
+    pub fn open_append(path: &Path, read: &JournalRead) -> Result<JournalWriter, StateError> {
         let fault = fault_from_env()?;
         let mut file = OpenOptions::new()
             .read(true)
@@ -624,7 +741,7 @@ impl JournalWriter {
             line,
             reason,
         };
-        let end = match torn_tail {
+        let end = match &read.torn_tail {
             Some(torn) => {
                 let cut = u64::try_from(torn.bytes)
                     .ok()
@@ -664,10 +781,15 @@ impl JournalWriter {
                 "the journal ends with an incomplete line; read it and pass its torn tail".into(),
             ));
         }
-        Self::start(path, file, fault)
+        Self::start(path, file, fault, read.next_seq())
     }
 
-    fn start(path: &Path, file: File, fault: Option<Fault>) -> Result<JournalWriter, StateError> {
+    fn start(
+        path: &Path,
+        file: File,
+        fault: Option<Fault>,
+        next_seq: u64,
+    ) -> Result<JournalWriter, StateError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (done_tx, done) = oneshot::channel::<()>();
         let counters = Arc::new(Counters::default());
@@ -675,7 +797,7 @@ impl JournalWriter {
         let thread = std::thread::Builder::new()
             .name("opsctl-journal".into())
             .spawn(move || {
-                writer_loop(file, &rx, fault, &thread_counters);
+                writer_loop(file, &rx, fault, &thread_counters, next_seq);
                 drop(done_tx);
             })
             .map_err(|e| io_err(path, e))?;
@@ -720,10 +842,10 @@ impl JournalWriter {
     }
 
     fn submit(&self, record: &Record, reply: Reply) -> Result<(), StateError> {
-        let line = encode_line(record)?;
+        let json = encode_json(record)?;
         self.inner
             .tx
-            .send(Msg { line, reply })
+            .send(Msg { json, reply })
             .map_err(|_| self.stopped())
     }
 
@@ -824,9 +946,15 @@ fn last_byte_before(file: &mut File, end: u64) -> io::Result<u8> {
     Ok(byte[0])
 }
 
-fn writer_loop(mut file: File, rx: &mpsc::Receiver<Msg>, fault: Option<Fault>, c: &Counters) {
+fn writer_loop(
+    mut file: File,
+    rx: &mpsc::Receiver<Msg>,
+    fault: Option<Fault>,
+    c: &Counters,
+    mut next_seq: u64,
+) {
     let mut poisoned: Option<WriteFailure> = None;
-    let mut buf = Vec::new();
+    let mut lines: Vec<Vec<u8>> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -837,7 +965,17 @@ fn writer_loop(mut file: File, rx: &mpsc::Receiver<Msg>, fault: Option<Fault>, c
                 kind: f.kind,
                 message: format!("journal writer failed earlier: {}", f.message),
             }),
-            None => write_batch(&mut file, &batch, fault, c, &mut buf),
+            None => {
+                lines.clear();
+                for msg in &batch {
+                    let mut line = Vec::new();
+                    frame_line(next_seq, &msg.json, &mut line);
+                    next_seq += 1;
+                    lines.push(line);
+                }
+                let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+                write_lines(&mut file, &refs, fault, c)
+            }
         };
         if let Err(f) = &result {
             poisoned.get_or_insert_with(|| f.clone());
@@ -858,40 +996,37 @@ fn sync(file: &File, c: &Counters) -> BatchResult {
         .map_err(|e| WriteFailure::new("cannot sync journal", &e))
 }
 
-fn write_batch(
+/// Writes framed `lines` with one `write` (one at a time under fault injection), then one
+/// `fdatasync`.
+fn write_lines(
     file: &mut File,
-    batch: &[Msg],
+    lines: &[&[u8]],
     fault: Option<Fault>,
     c: &Counters,
-    buf: &mut Vec<u8>,
 ) -> BatchResult {
     let write_err = |e: io::Error| WriteFailure::new("cannot write journal", &e);
     match fault {
         None => {
-            buf.clear();
-            for msg in batch {
-                buf.extend_from_slice(&msg.line);
-            }
-            file.write_all(buf).map_err(write_err)?;
-            LINES_WRITTEN.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let buf = lines.concat();
+            file.write_all(&buf).map_err(write_err)?;
+            LINES_WRITTEN.fetch_add(lines.len() as u64, Ordering::Relaxed);
         }
         Some(fault) => {
-            for msg in batch {
+            for line in lines {
                 let n = LINES_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == fault.at {
                     if fault.torn {
-                        file.write_all(&msg.line[..msg.line.len() / 2])
-                            .map_err(write_err)?;
+                        file.write_all(&line[..line.len() / 2]).map_err(write_err)?;
                     }
                     sync(file, c)?;
                     kill_self();
                 }
-                file.write_all(&msg.line).map_err(write_err)?;
+                file.write_all(line).map_err(write_err)?;
             }
         }
     }
     sync(file, c)?;
-    c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    c.records.fetch_add(lines.len() as u64, Ordering::Relaxed);
     c.batches.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -925,6 +1060,7 @@ mod tests {
             pid: 42,
             at: "2026-11-21T21:38:00.123Z".into(),
             n_steps: 3,
+            discarded_run: None,
         }
     }
 
@@ -973,6 +1109,13 @@ mod tests {
                 at: "t".into(),
                 reason: "SIGINT".into(),
             },
+            Record::RunDiscarded {
+                at: "t".into(),
+                who: "carol".into(),
+                host: "h3".into(),
+                pid: 8,
+                by_run: "r2".into(),
+            },
             Record::RunFinished {
                 at: "t".into(),
                 status: "succeeded".into(),
@@ -981,14 +1124,20 @@ mod tests {
     }
 
     fn raw_journal(records: &[Record]) -> Vec<u8> {
+        raw_journal_from(records, 1)
+    }
+
+    /// Lines for `records` numbered from `first_seq`.
+    fn raw_journal_from(records: &[Record], first_seq: u64) -> Vec<u8> {
         records
             .iter()
-            .flat_map(|r| encode_line(r).unwrap())
+            .zip(first_seq..)
+            .flat_map(|(r, seq)| encode_line(r, seq).unwrap())
             .collect()
     }
 
-    fn line_with_bad_crc(record: &Record) -> Vec<u8> {
-        let mut line = encode_line(record).unwrap();
+    fn line_with_bad_crc(record: &Record, seq: u64) -> Vec<u8> {
+        let mut line = encode_line(record, seq).unwrap();
         line[0] = if line[0] == b'0' { b'1' } else { b'0' };
         line
     }
@@ -1000,13 +1149,13 @@ mod tests {
         let records = all_kinds();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let w = JournalWriter::create(&path).unwrap();
-            for r in &records[..4] {
+            let w = JournalWriter::create(&path, &records[0]).unwrap();
+            for r in &records[1..4] {
                 w.append(r).await.unwrap();
             }
             w.close().await;
         });
-        let w = JournalWriter::open_append(&path, None).unwrap();
+        let w = JournalWriter::open_append(&path, &read_journal(&path).unwrap()).unwrap();
         for r in &records[4..] {
             w.append_blocking(r).unwrap();
         }
@@ -1017,14 +1166,15 @@ mod tests {
 
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), records.len());
-        for line in text.lines() {
+        for (seq, line) in (1..).zip(text.lines()) {
             let (crc, json) = line.split_once(' ').unwrap();
             assert_eq!(crc.len(), 8);
             assert!(crc
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
             assert_eq!(crc, format!("{:08x}", crc32fast::hash(json.as_bytes())));
-            assert!(json.starts_with("{\"type\":\""), "{json}");
+            let prefix = format!("{{\"seq\":{seq},\"type\":\"");
+            assert!(json.starts_with(&prefix), "{json}");
         }
     }
 
@@ -1032,8 +1182,19 @@ mod tests {
     fn create_refuses_an_existing_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = journal_path(dir.path(), "r1");
-        drop(JournalWriter::create(&path).unwrap());
-        let err = JournalWriter::create(&path).unwrap_err();
+        drop(JournalWriter::create(&path, &started("r1")).unwrap());
+        let before = fs::read(&path).unwrap();
+        let err = JournalWriter::create(&path, &started("r2")).unwrap_err();
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            before,
+            "the existing journal is untouched"
+        );
+        let names: Vec<_> = fs::read_dir(journal_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
         match err {
             StateError::Io { source, .. } => {
                 assert_eq!(source.kind(), io::ErrorKind::AlreadyExists)
@@ -1071,12 +1232,23 @@ mod tests {
             "20261122T080000.000Z-2",
             "20261121T235959.999Z-ff",
         ] {
-            fs::write(journal_path(dir.path(), id), b"").unwrap();
+            fs::write(journal_path(dir.path(), id), b"x").unwrap();
         }
-        fs::write(jdir.join("zzz.tmp"), b"").unwrap();
-        let (id, path) = latest_run(dir.path()).unwrap().unwrap();
-        assert_eq!(id, "20261122T080000.000Z-2");
-        assert_eq!(path, journal_path(dir.path(), &id));
+        fs::write(jdir.join("zzz.tmp"), b"x").unwrap();
+        fs::write(jdir.join(".zzz.jsonl.tmp-1"), b"x").unwrap();
+        fs::write(jdir.join(".zzz.jsonl"), b"x").unwrap();
+        let latest = latest_run(dir.path()).unwrap().unwrap();
+        assert_eq!(latest.id, "20261122T080000.000Z-2");
+        assert_eq!(latest.path, journal_path(dir.path(), &latest.id));
+        assert!(latest.skipped_empty.is_empty());
+
+        // Newer empty journals (left by a crash between creating a file and writing its
+        // first record, by older versions) are passed over and reported.
+        let empty = journal_path(dir.path(), "20261123T000000.000Z-1");
+        fs::write(&empty, b"").unwrap();
+        let latest = latest_run(dir.path()).unwrap().unwrap();
+        assert_eq!(latest.id, "20261122T080000.000Z-2");
+        assert_eq!(latest.skipped_empty, vec![empty]);
     }
 
     #[test]
@@ -1084,7 +1256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
-        let third = encode_line(&step_finished("a")).unwrap();
+        let third = encode_line(&step_finished("a"), 3).unwrap();
         bytes.extend_from_slice(&third[..third.len() / 2]);
         fs::write(&path, &bytes).unwrap();
 
@@ -1109,23 +1281,30 @@ mod tests {
     }
 
     #[test]
-    fn bad_checksum_on_last_line_is_a_torn_tail() {
+    fn a_complete_last_line_that_fails_its_checksum_is_damage_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
-        let bad = line_with_bad_crc(&step_finished("a"));
+        let bad = line_with_bad_crc(&step_finished("a"), 3);
         bytes.extend_from_slice(&bad);
         fs::write(&path, &bytes).unwrap();
-        let read = read_journal(&path).unwrap();
-        assert_eq!(read.records.len(), 2);
-        assert_eq!(
-            read.torn_tail,
-            Some(TornTail {
-                line: 3,
-                bytes: bad.len()
-            })
-        );
-        // Zero-filled garbage (a size update without the data) is torn as well.
+        match read_journal(&path).unwrap_err() {
+            StateError::Damaged { line, reason, .. } => {
+                assert_eq!(line, 3);
+                assert!(reason.contains("checksum mismatch"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // One flipped byte in the JSON of a complete final record: damage too.
+        let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
+        let n = bytes.len();
+        bytes[n - 5] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read_journal(&path).unwrap_err(),
+            StateError::Damaged { line: 2, .. }
+        ));
+        // Zero-filled garbage without a newline (a size update without the data) is torn.
         let mut bytes = raw_journal(&[started("r")]);
         bytes.extend_from_slice(&[0u8; 40]);
         fs::write(&path, &bytes).unwrap();
@@ -1134,12 +1313,55 @@ mod tests {
     }
 
     #[test]
+    fn missing_duplicated_or_reordered_records_are_damage_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let records = [
+            started("r"),
+            step_started("a", 1),
+            step_finished("a"),
+            step_started("b", 1),
+            step_finished("b"),
+        ];
+        let lines: Vec<Vec<u8>> = records
+            .iter()
+            .zip(1..)
+            .map(|(r, seq)| encode_line(r, seq).unwrap())
+            .collect();
+        let check = |order: &[usize], line: usize, says: &str| {
+            let bytes: Vec<u8> = order.iter().flat_map(|&i| lines[i].clone()).collect();
+            fs::write(&path, bytes).unwrap();
+            match read_journal(&path).unwrap_err() {
+                StateError::Damaged {
+                    line: l, reason, ..
+                } => {
+                    assert_eq!(l, line, "{order:?}: {reason}");
+                    assert!(reason.contains(says), "{order:?}: {reason}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        check(&[0, 1, 3, 4], 3, "record 3 is missing");
+        check(&[0, 1, 4], 3, "records 3 to 4 are missing");
+        check(&[0, 1, 2, 2, 3, 4], 4, "record 3 appears again");
+        check(&[0, 2, 1, 3, 4], 2, "record 2 is missing");
+        // The last complete record deleted looks like a crash before it was written: the
+        // step is in doubt, which resume's rules handle.
+        let bytes: Vec<u8> = [0, 1, 2, 3]
+            .iter()
+            .flat_map(|&i| lines[i].clone())
+            .collect();
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(read_journal(&path).unwrap().records.len(), 4);
+    }
+
+    #[test]
     fn damaged_middle_line_is_an_error_with_its_line_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let mut bytes = raw_journal(&[started("r"), step_started("a", 1)]);
-        bytes.extend_from_slice(&line_with_bad_crc(&step_finished("a")));
-        bytes.extend_from_slice(&raw_journal(&[step_started("b", 1)]));
+        bytes.extend_from_slice(&line_with_bad_crc(&step_finished("a"), 3));
+        bytes.extend_from_slice(&raw_journal_from(&[step_started("b", 1)], 4));
         fs::write(&path, &bytes).unwrap();
         match read_journal(&path).unwrap_err() {
             StateError::Damaged {
@@ -1160,7 +1382,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         // Missing field `attempt`, correct checksum.
-        let json = br#"{"type":"step_started","step":"a","at":"t"}"#;
+        let json = br#"{"seq":2,"type":"step_started","step":"a","at":"t"}"#;
         let mut bytes = raw_journal(&[started("r")]);
         bytes.extend_from_slice(format!("{:08x} ", crc32fast::hash(json)).as_bytes());
         bytes.extend_from_slice(json);
@@ -1190,15 +1412,26 @@ mod tests {
 
         let mut future = started("r");
         if let Record::RunStarted { format_version, .. } = &mut future {
-            *format_version = 2;
+            *format_version = 3;
         }
         fs::write(&path, raw_journal(&[future])).unwrap();
         match read_journal(&path).unwrap_err() {
             StateError::UnsupportedVersion {
                 found, supported, ..
-            } => assert_eq!((found, supported), (2, 1)),
+            } => assert_eq!((found, supported), (3, 2)),
             other => panic!("unexpected {other:?}"),
         }
+        // A version-1 journal (no sequence numbers) is refused by its version.
+        let json = serde_json::to_vec(&started("r")).unwrap();
+        let json = String::from_utf8(json)
+            .unwrap()
+            .replace("\"format_version\":2", "\"format_version\":1");
+        let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+        fs::write(&path, line).unwrap();
+        assert!(matches!(
+            read_journal(&path).unwrap_err(),
+            StateError::UnsupportedVersion { found: 1, .. }
+        ));
 
         fs::write(&path, raw_journal(&[started("r"), started("r")])).unwrap();
         assert!(matches!(
@@ -1217,15 +1450,19 @@ mod tests {
         let path = dir.path().join("r.jsonl");
         let good = raw_journal(&[started("r"), step_started("a", 1)]);
         let mut bytes = good.clone();
-        let third = encode_line(&step_finished("a")).unwrap();
+        let third = encode_line(&step_finished("a"), 3).unwrap();
         bytes.extend_from_slice(&third[..20]);
         fs::write(&path, &bytes).unwrap();
 
         let read = read_journal(&path).unwrap();
         let torn = read.torn_tail.clone().unwrap();
         // Without the torn tail, appending would corrupt the journal: refused.
+        let without = JournalRead {
+            records: read.records.clone(),
+            torn_tail: None,
+        };
         assert!(matches!(
-            JournalWriter::open_append(&path, None).unwrap_err(),
+            JournalWriter::open_append(&path, &without).unwrap_err(),
             StateError::Damaged { .. }
         ));
         // A torn tail that does not fit the file is refused too.
@@ -1233,13 +1470,18 @@ mod tests {
             line: 3,
             bytes: torn.bytes + 3,
         };
+        let wrong = JournalRead {
+            records: read.records.clone(),
+            torn_tail: Some(wrong),
+        };
         assert!(matches!(
-            JournalWriter::open_append(&path, Some(&wrong)).unwrap_err(),
+            JournalWriter::open_append(&path, &wrong).unwrap_err(),
             StateError::Damaged { .. }
         ));
         assert_eq!(fs::read(&path).unwrap(), bytes, "refusals must not modify");
 
-        let w = JournalWriter::open_append(&path, Some(&torn)).unwrap();
+        assert_eq!(torn.line, 3);
+        let w = JournalWriter::open_append(&path, &read).unwrap();
         assert_eq!(fs::read(&path).unwrap(), good);
         let resumed = Record::RunResumed {
             run_id: "r".into(),
@@ -1273,8 +1515,7 @@ mod tests {
             .build()
             .unwrap();
         let stats = rt.block_on(async {
-            let w = JournalWriter::create(&path).unwrap();
-            w.append(&started("r")).await.unwrap();
+            let w = JournalWriter::create(&path, &started("r")).unwrap();
             let mut tasks = Vec::new();
             for i in 0..1000 {
                 let w = w.clone();
@@ -1322,10 +1563,14 @@ mod tests {
         if !dev_full.exists() {
             return;
         }
-        let w = JournalWriter::open_append(dev_full, None).unwrap();
+        let w = JournalWriter::open_append(dev_full, &JournalRead::default()).unwrap();
         let first = w.append_blocking(&started("r")).unwrap_err();
         assert!(matches!(first, StateError::Io { .. }), "{first:?}");
         assert!(first.to_string().contains("/dev/full"), "{first}");
+        assert!(
+            first.to_string().starts_with("no space left on device"),
+            "a full disk is said plainly: {first}"
+        );
         let second = w.append_blocking(&step_started("a", 1)).unwrap_err();
         assert!(
             second.to_string().contains("failed earlier"),
@@ -1425,8 +1670,7 @@ mod tests {
             return;
         };
         let path = journal_path(Path::new(&dir), "crash");
-        let w = JournalWriter::create(&path).unwrap();
-        w.append_blocking(&started("crash")).unwrap();
+        let w = JournalWriter::create(&path, &started("crash")).unwrap();
         for i in 0..5 {
             w.append_blocking(&step_started(&format!("s{i}"), 1))
                 .unwrap();
@@ -1466,7 +1710,7 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
         let read = read_journal(&journal_path(dir.path(), "crash")).unwrap();
         assert_eq!(read.records.len(), 3);
-        let line4 = encode_line(&step_started("s2", 1)).unwrap();
+        let line4 = encode_line(&step_started("s2", 1), 4).unwrap();
         assert_eq!(
             read.torn_tail,
             Some(TornTail {

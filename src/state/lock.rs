@@ -218,17 +218,29 @@ pub fn read_lock(state_dir: &Path) -> Result<Option<LockInfo>, StateError> {
     parse_info(&text).map_err(|reason| StateError::LockUnreadable { path, reason })
 }
 
-/// Remove the lock of `state_dir` if its ID is `id`, whether or not its holder is alive,
-/// and return the removed info. For locks left by crashed runs; if the holder is in fact
-/// alive, two applies may then run at once.
+/// Remove the lock of `state_dir` if its ID is `id`, and return the removed info. For locks
+/// left by runs that died or hung.
+///
+/// While the holder is alive (its OS lock is held) the lock is not removed unless `force`:
+/// removing it would let a second apply run beside the first. With `force` it is removed
+/// anyway, and the caller should warn that two runs may now overlap. A lock whose holder is
+/// gone is removed while holding its OS lock, so no new holder can slip in between.
+///
+/// Returns the removed info and whether its holder was still alive.
 ///
 /// # Errors
 ///
 /// - [`StateError::NotLocked`] if there is no lock file or it is empty.
 /// - [`StateError::LockIdMismatch`] if the lock's ID is not `id` (nothing is removed).
+/// - [`StateError::LockHeld`] if the holder is alive and `force` is false (nothing is
+///   removed).
 /// - [`StateError::LockUnreadable`] if the file does not hold a valid [`LockInfo`].
-/// - [`StateError::Io`] if the file cannot be read or removed.
-pub fn force_unlock(state_dir: &Path, id: &str) -> Result<LockInfo, StateError> {
+/// - [`StateError::Io`] if the file cannot be read, locked or removed.
+pub fn force_unlock(
+    state_dir: &Path,
+    id: &str,
+    force: bool,
+) -> Result<(LockInfo, bool), StateError> {
     let path = lock_path(state_dir);
     let Some(info) = read_lock(state_dir)? else {
         return Err(StateError::NotLocked { path });
@@ -240,11 +252,33 @@ pub fn force_unlock(state_dir: &Path, id: &str) -> Result<LockInfo, StateError> 
             actual: info.id,
         });
     }
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(info),
+    let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StateError::NotLocked { path })
+        }
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    let free = FileExt::try_lock_exclusive(&file).map_err(|e| io_err(&path, e))?;
+    if !free && !force {
+        return Err(StateError::LockHeld {
+            path,
+            info: Box::new(info),
+        });
+    }
+    // The file may have been released and replaced since we read it.
+    if !same_file(&file, &path)? {
+        return Err(StateError::NotLocked { path });
+    }
+    let removed = match fs::remove_file(&path) {
+        Ok(()) => Ok((info, !free)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StateError::NotLocked { path }),
         Err(e) => Err(io_err(&path, e)),
+    };
+    if free {
+        let _ = FileExt::unlock(&file);
     }
+    removed
 }
 
 /// Whether `path` currently names the same inode as the open `file`.
@@ -441,13 +475,13 @@ mod tests {
     fn force_unlock_checks_the_id() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            force_unlock(dir.path(), "x").unwrap_err(),
+            force_unlock(dir.path(), "x", false).unwrap_err(),
             StateError::NotLocked { .. }
         ));
         let (lock, _) = StateLock::acquire(dir.path(), "apply").unwrap();
         let id = lock.info().id.clone();
 
-        match force_unlock(dir.path(), "wrong").unwrap_err() {
+        match force_unlock(dir.path(), "wrong", false).unwrap_err() {
             StateError::LockIdMismatch { given, actual, .. } => {
                 assert_eq!((given.as_str(), actual.as_str()), ("wrong", id.as_str()))
             }
@@ -455,11 +489,19 @@ mod tests {
         }
         assert!(lock_path(dir.path()).exists());
 
-        let removed = force_unlock(dir.path(), &id).unwrap();
+        // The holder is alive: refused without `force`, naming it.
+        match force_unlock(dir.path(), &id, false).unwrap_err() {
+            StateError::LockHeld { info, .. } => assert_eq!(&*info, lock.info()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(lock_path(dir.path()).exists());
+
+        let (removed, alive) = force_unlock(dir.path(), &id, true).unwrap();
         assert_eq!(&removed, lock.info());
+        assert!(alive);
         assert!(!lock_path(dir.path()).exists());
         assert!(matches!(
-            force_unlock(dir.path(), &id).unwrap_err(),
+            force_unlock(dir.path(), &id, false).unwrap_err(),
             StateError::NotLocked { .. }
         ));
 
@@ -473,6 +515,21 @@ mod tests {
             StateLock::acquire(dir.path(), "apply").unwrap_err(),
             StateError::Locked { .. }
         ));
+    }
+
+    #[test]
+    fn force_unlock_removes_a_lock_whose_holder_is_gone_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, _) = StateLock::acquire(dir.path(), "apply").unwrap();
+        let info = lock.info().clone();
+        // The holder dies: its OS lock goes, the file stays.
+        let json = fs::read(lock_path(dir.path())).unwrap();
+        drop(lock);
+        fs::write(lock_path(dir.path()), json).unwrap();
+        let (removed, alive) = force_unlock(dir.path(), &info.id, false).unwrap();
+        assert_eq!(removed, info);
+        assert!(!alive);
+        assert!(!lock_path(dir.path()).exists());
     }
 
     #[test]
@@ -505,7 +562,7 @@ mod tests {
         fs::write(lock_path(dir.path()), b"").unwrap();
         assert_eq!(read_lock(dir.path()).unwrap(), None);
         assert!(matches!(
-            force_unlock(dir.path(), "x").unwrap_err(),
+            force_unlock(dir.path(), "x", false).unwrap_err(),
             StateError::NotLocked { .. }
         ));
         fs::write(lock_path(dir.path()), b"not json").unwrap();

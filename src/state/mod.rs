@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// An operating-system call on `path` failed (open, read, write, fsync, rename, ...).
-    #[error("cannot access `{path}`: {source}", path = path.display())]
+    #[error("{}", io_message(path, source))]
     Io {
         /// The file or directory that was being accessed.
         path: PathBuf,
@@ -67,6 +67,25 @@ pub enum StateError {
         info: Box<lock::LockInfo>,
     },
 
+    /// `force_unlock` found the lock's holder alive (its OS lock is held).
+    #[error(
+        "lock `{path}` (ID `{id}`) is held by a live process: `{who}@{host}` (pid `{pid}`) for `{operation}` since `{since}`; \
+         nothing was unlocked. Stop that process, or wait for it; `force-unlock --force` removes the lock anyway and lets a second run start beside it",
+        path = path.display(),
+        id = info.id,
+        who = info.who,
+        host = info.host,
+        pid = info.pid,
+        operation = info.operation,
+        since = info.created
+    )]
+    LockHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's recorded info.
+        info: Box<lock::LockInfo>,
+    },
+
     /// A lock operation needed a lock file but there is none (or it is empty).
     #[error("state is not locked: there is no lock in `{path}`", path = path.display())]
     NotLocked {
@@ -104,6 +123,17 @@ pub enum StateError {
     /// The testing-only fault-injection variable `OPSCTL_FAULT_JOURNAL_KILL_AT` is malformed.
     #[error("invalid `OPSCTL_FAULT_JOURNAL_KILL_AT` value `{0}`: expected `N` or `N:torn` with `N` >= 1")]
     Fault(String),
+}
+
+/// The text of [`StateError::Io`]: a full disk is said plainly, whatever call hit it.
+fn io_message(path: &Path, source: &io::Error) -> String {
+    if source.kind() == io::ErrorKind::StorageFull {
+        return format!(
+            "no space left on device writing `{}`: free space, then try again ({source})",
+            path.display()
+        );
+    }
+    format!("cannot access `{}`: {source}", path.display())
 }
 
 /// Build a [`StateError::Io`] for `path`.
