@@ -8,11 +8,11 @@ use super::{exit, UnlockArgs};
 pub fn run(args: UnlockArgs) -> i32 {
     match force_unlock(&args.state_dir, &args.id) {
         Ok(info) => {
-            println!("Lock {} released (was: {info}).", info.id);
+            crate::outln!("Lock {} released (was: {info}).", info.id);
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             exit::ERROR
         }
     }

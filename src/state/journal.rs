@@ -97,6 +97,16 @@ pub enum Record {
         /// The error message.
         error: String,
     },
+    /// A step was stopped while it acted (its timeout passed, or the run was aborted): it may
+    /// or may not have taken effect, so resume treats it as in doubt.
+    StepInDoubt {
+        /// Step address.
+        step: String,
+        /// When it was stopped.
+        at: String,
+        /// Why it is in doubt, e.g. `timed out after 1s; ...`.
+        reason: String,
+    },
     /// An operator decided the outcome of an in-doubt or failed step.
     StepResolved {
         /// Step address.
@@ -133,6 +143,7 @@ impl Record {
             Record::StepStarted { .. } => "step_started",
             Record::StepFinished { .. } => "step_finished",
             Record::StepFailed { .. } => "step_failed",
+            Record::StepInDoubt { .. } => "step_in_doubt",
             Record::StepResolved { .. } => "step_resolved",
             Record::RunInterrupted { .. } => "run_interrupted",
             Record::RunFinished { .. } => "run_finished",
@@ -437,6 +448,11 @@ pub fn replay(records: &[Record]) -> Replay {
                 r.in_doubt.remove(step);
                 r.finished.remove(step);
                 r.failed.insert(step.clone(), error.clone());
+            }
+            Record::StepInDoubt { step, .. } => {
+                r.finished.remove(step);
+                r.failed.remove(step);
+                r.in_doubt.insert(step.clone());
             }
             Record::StepResolved {
                 step, resolution, ..
