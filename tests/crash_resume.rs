@@ -1783,7 +1783,8 @@ fn a_slow_unless_guard_times_out_at_plan_with_a_clear_error() {
 #[test]
 fn huge_command_output_is_capped_and_says_how_much_was_cut() {
     let work = Workdir::new();
-    const TOTAL: u64 = 50_000_000;
+    // Whole lines of 11 bytes, about 50 MB.
+    const TOTAL: u64 = 11 * 4_545_455;
     work.write(
         "main.hcl",
         &render_with(
