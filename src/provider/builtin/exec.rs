@@ -242,7 +242,7 @@ impl StepType for Exec {
         let cmd = build_command(inputs, argv);
         // Apply stops the command through `ctx.cancel` when the step's timeout passes; the
         // deadline here is a backstop a little later.
-        let done = process::run(cmd, true, ctx.timeout + KILL_GRACE, &ctx.cancel)
+        let done = process::run(cmd, true, ctx.timeout.saturating_add(KILL_GRACE), &ctx.cancel)
             .await
             .map_err(|e| {
                 ProviderError::new(format!("cannot start `{}`: {e}", command_text(inputs)))
