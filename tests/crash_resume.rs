@@ -1575,7 +1575,10 @@ fn with_sleeping_child(name: &str, secs: u32) -> String {
 
 /// The pid in `child.pid` (written by [`with_sleeping_child`]).
 fn child_pid(work: &Workdir) -> u32 {
-    work.read("child.pid").trim().parse().expect("pid in child.pid")
+    work.read("child.pid")
+        .trim()
+        .parse()
+        .expect("pid in child.pid")
 }
 
 /// Asserts that process `pid` is gone within `within`.
@@ -1617,7 +1620,11 @@ fn terminal_ctrl_c_to_the_process_group_lets_the_running_step_finish_once() {
     assert_eq!(effects(&work), each(&steps[..1], 1), "s1 finished once");
     let journal = the_journal(&work);
     let before = read_records(&journal);
-    assert_eq!(finished(&before), BTreeSet::from([addr("s1")]), "{before:#?}");
+    assert_eq!(
+        finished(&before),
+        BTreeSet::from([addr("s1")]),
+        "{before:#?}"
+    );
     assert!(of_kind(&before, "step_failed").is_empty(), "{before:#?}");
 
     resume(&work, &[]).expect_success();
@@ -1645,7 +1652,10 @@ fn second_terminal_ctrl_c_terminates_the_commands_group_and_leaves_the_step_in_d
     bg.wait_for("the first interrupt to be noticed", || {
         fs::read_to_string(&stdout).is_ok_and(|s| s.contains("interrupt received"))
     });
-    assert!(!process_gone(child), "the first Ctrl-C must not reach the command");
+    assert!(
+        !process_gone(child),
+        "the first Ctrl-C must not reach the command"
+    );
     signal_group(bg.pid(), "INT");
     let started = Instant::now();
     let out = bg.wait();
@@ -1744,7 +1754,11 @@ fn a_timeout_terminates_the_whole_group_on_time_and_leaves_the_step_in_doubt() {
     let last = before.last().unwrap();
     assert_eq!(kind(last), "run_finished", "{before:#?}");
     assert_eq!(last["status"], "failed", "{before:#?}");
-    assert_eq!(effects(&work), each(&steps[..1], 1), "the child never wrote");
+    assert_eq!(
+        effects(&work),
+        each(&steps[..1], 1),
+        "the child never wrote"
+    );
 
     let out = resume(&work, &[]);
     out.expect_code(1);
@@ -1801,13 +1815,20 @@ fn huge_command_output_is_capped_and_says_how_much_was_cut() {
     let records = read_records(&journal);
     let done = step_records(&records, "step_finished", &addr("s1"));
     let stdout = done[0]["outputs"]["stdout"].as_str().unwrap();
-    assert!(stdout.starts_with("0123456789\n0123456789\n"), "{}", &stdout[..40]);
+    assert!(
+        stdout.starts_with("0123456789\n0123456789\n"),
+        "{}",
+        &stdout[..40]
+    );
     assert!(stdout.ends_with("0123456789\n"));
     let cut = TOTAL - 64 * 1024;
     assert!(
         stdout.contains(&format!("cut {cut} bytes of {TOTAL}")),
         "{}",
-        stdout.lines().find(|l| l.contains("cut")).unwrap_or("no cut line")
+        stdout
+            .lines()
+            .find(|l| l.contains("cut"))
+            .unwrap_or("no cut line")
     );
     assert!(stdout.len() < 64 * 1024 + 200, "{}", stdout.len());
 }
@@ -1897,10 +1918,7 @@ fn a_bad_working_dir_is_named_not_blamed_on_the_command() {
                 &linear(1),
                 "s1",
                 "echo hi",
-                &format!(
-                    "  working_dir = {}\n  unless = \"true\"\n",
-                    hcl_string(dir)
-                ),
+                &format!("  working_dir = {}\n  unless = \"true\"\n", hcl_string(dir)),
             ),
         );
         let out = run(opsctl(&work, None).arg("plan"));
@@ -1927,6 +1945,10 @@ fn kill9_of_opsctl_ends_the_commands_children_too() {
     bg.wait_for("s1's child to start", || pid_file.exists());
     let child = child_pid(&work);
     bg.kill9();
-    assert_gone_within(child, Duration::from_secs(5), "s1's child after opsctl died");
+    assert_gone_within(
+        child,
+        Duration::from_secs(5),
+        "s1's child after opsctl died",
+    );
     assert_eq!(effects(&work), BTreeMap::from([("s1".to_string(), 1)]));
 }

@@ -31,7 +31,10 @@ pub trait Reporter: Send + Sync {
     fn step_failed(&self, address: &str, error: &str);
     /// A step was stopped while it acted (timeout, abort): it may or may not have acted.
     fn step_in_doubt(&self, address: &str, reason: &str) {
-        self.notice(&format!("{address}: IN DOUBT\n  {}", reason.replace('\n', "\n  ")));
+        self.notice(&format!(
+            "{address}: IN DOUBT\n  {}",
+            reason.replace('\n', "\n  ")
+        ));
     }
     /// A free-form notice (warnings, interruption).
     fn notice(&self, message: &str);

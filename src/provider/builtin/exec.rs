@@ -128,7 +128,10 @@ fn argv_of(inputs: &Inputs) -> Result<Vec<String>, ProviderError> {
 /// Checks the guards: true when the effect is already there. An `unless` guard runs like the
 /// command (own process group, same directory and environment) for at most the step's read
 /// timeout, and is stopped when `ctx.cancel` fires.
-async fn guard_satisfied(ctx: &StepContext, inputs: &Inputs) -> Result<Option<bool>, ProviderError> {
+async fn guard_satisfied(
+    ctx: &StepContext,
+    inputs: &Inputs,
+) -> Result<Option<bool>, ProviderError> {
     if let Some(path) = arg_str(inputs, "creates") {
         let mut p = PathBuf::from(path);
         if p.is_relative() {
@@ -148,7 +151,9 @@ async fn guard_satisfied(ctx: &StepContext, inputs: &Inputs) -> Result<Option<bo
         let cmd = build_command(inputs, vec!["sh".into(), "-c".into(), unless.to_string()]);
         let done = process::run(cmd, false, ctx.read_timeout, &ctx.cancel)
             .await
-            .map_err(|e| ProviderError::new(format!("cannot run `unless` guard `{unless}`: {e}")))?;
+            .map_err(|e| {
+                ProviderError::new(format!("cannot run `unless` guard `{unless}`: {e}"))
+            })?;
         return match done.ended {
             Ended::Exited(st) if st.success() => Ok(Some(true)),
             Ended::Exited(st) if st.code().is_some() => Ok(Some(false)),
@@ -242,11 +247,14 @@ impl StepType for Exec {
         let cmd = build_command(inputs, argv);
         // Apply stops the command through `ctx.cancel` when the step's timeout passes; the
         // deadline here is a backstop a little later.
-        let done = process::run(cmd, true, ctx.timeout.saturating_add(KILL_GRACE), &ctx.cancel)
-            .await
-            .map_err(|e| {
-                ProviderError::new(format!("cannot start `{}`: {e}", command_text(inputs)))
-            })?;
+        let done = process::run(
+            cmd,
+            true,
+            ctx.timeout.saturating_add(KILL_GRACE),
+            &ctx.cancel,
+        )
+        .await
+        .map_err(|e| ProviderError::new(format!("cannot start `{}`: {e}", command_text(inputs))))?;
         let stdout = done.stdout.text();
         let stderr = done.stderr.text();
         let status = match done.ended {
@@ -290,11 +298,7 @@ impl StepType for Exec {
         let code = status.code().unwrap_or_default();
         Ok(json!({ "exit_code": code, "stdout": stdout, "stderr": stderr }))
     }
-    async fn in_doubt(
-        &self,
-        ctx: &StepContext,
-        inputs: &Inputs,
-    ) -> Result<InDoubt, ProviderError> {
+    async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
         match guard_satisfied(ctx, inputs).await? {
             Some(true) => Ok(InDoubt::Done),
             Some(false) => Ok(InDoubt::NotDone),

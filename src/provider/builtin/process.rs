@@ -268,7 +268,10 @@ pub async fn run(
     })
 }
 
-async fn read_some<R: AsyncRead + Unpin>(pipe: Option<&mut R>, buf: &mut [u8]) -> io::Result<usize> {
+async fn read_some<R: AsyncRead + Unpin>(
+    pipe: Option<&mut R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     match pipe {
         Some(p) => p.read(buf).await,
         None => std::future::pending().await,
@@ -450,7 +453,12 @@ mod tests {
         assert!(text.len() < OUTPUT_CAP + 200, "{}", text.len());
         let cut = c.cut();
         assert!(text.contains(&format!("opsctl cut {cut} bytes of {}", c.total)));
-        assert_eq!(c.total, (0..100_000u32).map(|i| format!("line {i}\n").len() as u64).sum::<u64>());
+        assert_eq!(
+            c.total,
+            (0..100_000u32)
+                .map(|i| format!("line {i}\n").len() as u64)
+                .sum::<u64>()
+        );
     }
 
     #[test]
