@@ -1952,3 +1952,30 @@ fn kill9_of_opsctl_ends_the_commands_children_too() {
     );
     assert_eq!(effects(&work), BTreeMap::from([("s1".to_string(), 1)]));
 }
+
+/// Item 12, for `plan`: its text (larger than a pipe's buffer) meets a reader that closed
+/// after one line; opsctl exits 0 without a panic.
+#[test]
+fn plan_piped_into_a_reader_that_closes_early_exits_0() {
+    use std::io::BufRead as _;
+    let work = Workdir::new();
+    let steps: String = (0..2000)
+        .map(|i| format!("step \"noop\" \"n{i}\" {{\n  result = \"{i}\"\n}}\n"))
+        .collect();
+    work.write("main.hcl", &steps);
+    let mut child = opsctl(&work, None)
+        .arg("plan")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(work.path().join("plan.stderr")).unwrap())
+        .spawn()
+        .expect("spawn opsctl");
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read a line");
+    drop(reader);
+    let status = child.wait().expect("wait for opsctl");
+    let stderr = work.read("plan.stderr");
+    assert_eq!(status.code(), Some(0), "{status}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
