@@ -10,7 +10,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            opsctl::errln!("error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };

@@ -1980,3 +1980,442 @@ step "exec" "b" {
     let journal = std::fs::read_to_string(the_journal(&work)).unwrap();
     assert!(!journal.contains(secret), "secret in journal:\n{journal}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Commands: process groups, signals, timeouts
+// ---------------------------------------------------------------------------------------------
+
+/// An `apply` in a process group of its own, as a shell puts a foreground job: a terminal's
+/// Ctrl-C is SIGINT to that whole group, sent with [`signal_group`].
+fn apply_in_own_group(work: &Workdir, args: &[&str]) -> Background {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = apply_cmd(work, args);
+    cmd.process_group(0);
+    Background::spawn(cmd, work, "apply")
+}
+
+/// `kill -SIGNAL -- -PGID`: the signal to every process of the group, as a terminal sends it.
+fn signal_group(pgid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), "--".into(), format!("-{pgid}")])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} -- -{pgid}: {status}");
+}
+
+/// A command that records its effect, then starts a child that writes the pid of its
+/// `sleep` to `child.pid` and sleeps `secs` before writing `NAME-late` to `effects.log`, and
+/// waits for it: the grandchild is what a process-group kill must reach.
+fn with_sleeping_child(name: &str, secs: u32) -> String {
+    format!(
+        "echo {name} >> effects.log; \
+         sh -c 'echo $$ > child.pid.tmp; mv child.pid.tmp child.pid; sleep {secs}; echo {name}-late >> effects.log' & wait"
+    )
+}
+
+/// The pid in `child.pid` (written by [`with_sleeping_child`]).
+fn child_pid(work: &Workdir) -> u32 {
+    work.read("child.pid")
+        .trim()
+        .parse()
+        .expect("pid in child.pid")
+}
+
+/// Asserts that process `pid` is gone within `within`.
+fn assert_gone_within(pid: u32, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while !process_gone(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (pid {pid}) still runs {within:?} later"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Item 2: a terminal's Ctrl-C reaches opsctl's whole process group. The command runs in its
+/// own group, so it is not killed: the step finishes (once), the run is interrupted, and
+/// resume does the rest without repeating it.
+#[test]
+fn terminal_ctrl_c_to_the_process_group_lets_the_running_step_finish_once() {
+    let work = Workdir::new();
+    let steps = linear(3);
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s1",
+            "touch started-s1; sleep 2; echo s1 >> effects.log",
+            "",
+        ),
+    );
+    let mut bg = apply_in_own_group(&work, &["--auto-approve"]);
+    let marker = work.path().join("started-s1");
+    bg.wait_for("s1 to start", || marker.exists());
+    signal_group(bg.pid(), "INT");
+    let out = bg.wait();
+    out.expect_code(1);
+    assert!(out.stderr.contains("Apply interrupted"), "{out}");
+    assert!(!out.to_string().contains("status -1"), "{out}");
+    assert_eq!(effects(&work), each(&steps[..1], 1), "s1 finished once");
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    assert_eq!(
+        finished(&before),
+        BTreeSet::from([addr("s1")]),
+        "{before:#?}"
+    );
+    assert!(of_kind(&before, "step_failed").is_empty(), "{before:#?}");
+
+    resume(&work, &[]).expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+    assert_succeeded(&read_records(&journal));
+}
+
+/// Item 2: a second Ctrl-C stops the running command: its whole process group (the child it
+/// started too) is terminated, the step is journaled in doubt (not failed), and resume
+/// applies the in-doubt rules to it.
+#[test]
+fn second_terminal_ctrl_c_terminates_the_commands_group_and_leaves_the_step_in_doubt() {
+    let work = Workdir::new();
+    let steps = linear(3);
+    work.write(
+        "main.hcl",
+        &render_with(&steps, "s1", &with_sleeping_child("s1", 30), ""),
+    );
+    let mut bg = apply_in_own_group(&work, &["--auto-approve"]);
+    let pid_file = work.path().join("child.pid");
+    bg.wait_for("s1's child to start", || pid_file.exists());
+    let child = child_pid(&work);
+    signal_group(bg.pid(), "INT");
+    let stdout = bg.stdout.clone();
+    bg.wait_for("the first interrupt to be noticed", || {
+        fs::read_to_string(&stdout).is_ok_and(|s| s.contains("interrupt received"))
+    });
+    assert!(
+        !process_gone(child),
+        "the first Ctrl-C must not reach the command"
+    );
+    signal_group(bg.pid(), "INT");
+    let started = Instant::now();
+    let out = bg.wait();
+    out.expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the second interrupt must not wait for s1 (~30 s)"
+    );
+    assert!(out.stderr.contains("Apply interrupted"), "{out}");
+    assert!(
+        out.stderr.contains(&format!("in doubt: {}", addr("s1"))),
+        "{out}"
+    );
+    assert!(!out.to_string().contains("status -1"), "{out}");
+    assert_gone_within(child, Duration::from_secs(1), "s1's child");
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    let marked = step_records(&before, "step_in_doubt", &addr("s1"));
+    assert_eq!(marked.len(), 1, "{before:#?}");
+    assert!(
+        marked[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("second interrupt"),
+        "{before:#?}"
+    );
+    assert!(of_kind(&before, "step_failed").is_empty(), "{before:#?}");
+    assert_eq!(kind(before.last().unwrap()), "run_interrupted");
+
+    // Not idempotent, no guard: resume asks; `done` completes the rest without repeating it.
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains(&format!("`{}`", addr("s1"))), "{out}");
+    resume(&work, &["--in-doubt=done"]).expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+    assert_succeeded(&read_records(&journal));
+}
+
+/// Item 2: a command killed by a signal is reported by the signal's name.
+#[test]
+fn a_command_killed_by_a_signal_is_reported_by_the_signals_name() {
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        &render_with(&linear(2), "s1", "kill -TERM $$", ""),
+    );
+    let out = apply(&work);
+    out.expect_code(1);
+    assert!(out.stderr.contains("killed by signal SIGTERM"), "{out}");
+    assert!(!out.to_string().contains("status -1"), "{out}");
+}
+
+/// Item 3: at the deadline the whole process group is terminated (the child that would write
+/// 8 s later too), on time; the step is in doubt, the run failed; resume applies the in-doubt
+/// rules.
+#[test]
+fn a_timeout_terminates_the_whole_group_on_time_and_leaves_the_step_in_doubt() {
+    let work = Workdir::new();
+    let steps = linear(2);
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s1",
+            &with_sleeping_child("s1", 8),
+            "  timeout = \"1s\"\n",
+        ),
+    );
+    let started = Instant::now();
+    let out = apply(&work);
+    let elapsed = started.elapsed();
+    out.expect_code(1);
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "a 1 s timeout fired after {elapsed:?}\n{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("timed out after 1s; it may have acted, so it is in doubt"),
+        "{out}"
+    );
+    assert_gone_within(child_pid(&work), Duration::from_secs(1), "s1's child");
+    let journal = the_journal(&work);
+    let before = read_records(&journal);
+    let marked = step_records(&before, "step_in_doubt", &addr("s1"));
+    assert_eq!(marked.len(), 1, "{before:#?}");
+    assert!(
+        marked[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{before:#?}"
+    );
+    assert!(of_kind(&before, "step_failed").is_empty(), "{before:#?}");
+    assert!(step_records(&before, "step_started", &addr("s2")).is_empty());
+    let last = before.last().unwrap();
+    assert_eq!(kind(last), "run_finished", "{before:#?}");
+    assert_eq!(last["status"], "failed", "{before:#?}");
+    assert_eq!(
+        effects(&work),
+        each(&steps[..1], 1),
+        "the child never wrote"
+    );
+
+    let out = resume(&work, &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains(&format!("`{}`", addr("s1"))), "{out}");
+    resume(&work, &["--in-doubt=done"]).expect_success();
+    assert_each_once_except(&work, &steps, &[]);
+}
+
+/// Item 3: a slow `unless` guard obeys the step's timeout at plan, with a clear error that
+/// names the step's block.
+#[test]
+fn a_slow_unless_guard_times_out_at_plan_with_a_clear_error() {
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        "step \"exec\" \"guarded\" {\n  command = \"echo guarded >> effects.log\"\n  unless  = \"sleep 30\"\n  timeout = \"1s\"\n}\n",
+    );
+    let started = Instant::now();
+    let out = run(opsctl(&work, None).arg("plan"));
+    let elapsed = started.elapsed();
+    out.expect_code(1);
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "the guard's 1 s timeout fired after {elapsed:?}\n{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("`unless` guard `sleep 30` timed out after 1s"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("main.hcl:1:"), "{out}");
+}
+
+/// Item 11: a command printing 50 MB finishes; what is kept of its output is capped (head and
+/// tail), the journal line stays small, and the output says how much was cut.
+#[test]
+fn huge_command_output_is_capped_and_says_how_much_was_cut() {
+    let work = Workdir::new();
+    // Whole lines of 11 bytes, about 50 MB.
+    const TOTAL: u64 = 11 * 4_545_455;
+    work.write(
+        "main.hcl",
+        &render_with(
+            &linear(1),
+            "s1",
+            &format!("yes 0123456789 | head -c {TOTAL}; echo s1 >> effects.log"),
+            "",
+        ),
+    );
+    apply(&work).expect_success();
+    let journal = the_journal(&work);
+    let size = fs::metadata(&journal).unwrap().len();
+    assert!(size < 300_000, "journal is {size} bytes");
+    let records = read_records(&journal);
+    let done = step_records(&records, "step_finished", &addr("s1"));
+    let stdout = done[0]["outputs"]["stdout"].as_str().unwrap();
+    assert!(
+        stdout.starts_with("0123456789\n0123456789\n"),
+        "{}",
+        &stdout[..40]
+    );
+    assert!(stdout.ends_with("0123456789\n"));
+    let cut = TOTAL - 64 * 1024;
+    assert!(
+        stdout.contains(&format!("cut {cut} bytes of {TOTAL}")),
+        "{}",
+        stdout
+            .lines()
+            .find(|l| l.contains("cut"))
+            .unwrap_or("no cut line")
+    );
+    assert!(stdout.len() < 64 * 1024 + 200, "{}", stdout.len());
+}
+
+/// Item 12: `opsctl apply | head -3`: a closed standard output is not a failure of the run.
+/// The apply goes on to the end, journals every step and exits 0.
+#[test]
+fn apply_piped_into_a_reader_that_closes_early_finishes_every_step() {
+    use std::io::BufRead as _;
+    let work = Workdir::new();
+    let steps = linear(20);
+    // s1 waits until the reader has gone, so that later output meets a closed pipe.
+    work.write(
+        "main.hcl",
+        &render_with(
+            &steps,
+            "s1",
+            "n=0; while [ ! -e reader-closed ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done; echo s1 >> effects.log",
+            "",
+        ),
+    );
+    let mut child = apply_cmd(&work, &["--auto-approve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(work.path().join("apply.stderr")).unwrap())
+        .spawn()
+        .expect("spawn opsctl");
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read a line");
+    }
+    drop(reader);
+    fs::write(work.path().join("reader-closed"), "").unwrap();
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("opsctl did not exit");
+        }
+        thread::sleep(POLL);
+    };
+    let stderr = work.read("apply.stderr");
+    assert_eq!(status.code(), Some(0), "{status}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_each_once_except(&work, &steps, &[]);
+    let records = read_records(&the_journal(&work));
+    assert_eq!(finished(&records).len(), 20, "{records:#?}");
+    assert_succeeded(&records);
+}
+
+/// Item 14: a missing or non-directory `working_dir` is named as such, not blamed on the
+/// command; also for a guard at plan.
+#[test]
+fn a_bad_working_dir_is_named_not_blamed_on_the_command() {
+    let work = Workdir::new();
+    work.write("a-file", "");
+    for (dir, problem) in [
+        ("/nonexistent/dir", "does not exist"),
+        ("a-file", "is not a directory"),
+    ] {
+        work.write(
+            "main.hcl",
+            &render_with(
+                &linear(1),
+                "s1",
+                "echo hi",
+                &format!("  working_dir = {}\n", hcl_string(dir)),
+            ),
+        );
+        let out = apply(&work);
+        out.expect_code(1);
+        assert!(
+            out.stderr
+                .contains(&format!("working directory `{dir}` {problem}")),
+            "{out}"
+        );
+        assert!(!out.stderr.contains("cannot start"), "{out}");
+        fs::remove_dir_all(work.state_dir()).unwrap();
+
+        work.write(
+            "main.hcl",
+            &render_with(
+                &linear(1),
+                "s1",
+                "echo hi",
+                &format!("  working_dir = {}\n  unless = \"true\"\n", hcl_string(dir)),
+            ),
+        );
+        let out = run(opsctl(&work, None).arg("plan"));
+        out.expect_code(1);
+        assert!(
+            out.stderr
+                .contains(&format!("working directory `{dir}` {problem}")),
+            "{out}"
+        );
+    }
+}
+
+/// If opsctl dies (SIGKILL) while a command runs, what the command started dies too: not
+/// only the command's own process (PDEATHSIG) but its whole process group.
+#[test]
+fn kill9_of_opsctl_ends_the_commands_children_too() {
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        &render_with(&linear(2), "s1", &with_sleeping_child("s1", 30), ""),
+    );
+    let mut bg = Background::spawn(apply_cmd(&work, &["--auto-approve"]), &work, "apply");
+    let pid_file = work.path().join("child.pid");
+    bg.wait_for("s1's child to start", || pid_file.exists());
+    let child = child_pid(&work);
+    bg.kill9();
+    assert_gone_within(
+        child,
+        Duration::from_secs(5),
+        "s1's child after opsctl died",
+    );
+    assert_eq!(effects(&work), BTreeMap::from([("s1".to_string(), 1)]));
+}
+
+/// Item 12, for `plan`: its text (larger than a pipe's buffer) meets a reader that closed
+/// after one line; opsctl exits 0 without a panic.
+#[test]
+fn plan_piped_into_a_reader_that_closes_early_exits_0() {
+    use std::io::BufRead as _;
+    let work = Workdir::new();
+    let steps: String = (0..2000)
+        .map(|i| format!("step \"noop\" \"n{i}\" {{\n  result = \"{i}\"\n}}\n"))
+        .collect();
+    work.write("main.hcl", &steps);
+    let mut child = opsctl(&work, None)
+        .arg("plan")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(work.path().join("plan.stderr")).unwrap())
+        .spawn()
+        .expect("spawn opsctl");
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read a line");
+    drop(reader);
+    let status = child.wait().expect("wait for opsctl");
+    let stderr = work.read("plan.stderr");
+    assert_eq!(status.code(), Some(0), "{status}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

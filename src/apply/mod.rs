@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::eval::{map_is_unknown, UNKNOWN};
 use crate::plan::{is_sensitive_marker, sensitive_marker, Plan, Providers};
-use crate::provider::{Action, Current, InDoubt, Registry};
+use crate::provider::{Action, Current, InDoubt, ProviderError, Registry};
 use crate::state::journal::{Durable, JournalWriter, Record, Replay};
 use crate::state::{now_rfc3339, StateError};
 
@@ -28,6 +29,13 @@ pub trait Reporter: Send + Sync {
     fn step_skipped(&self, address: &str, why: &str);
     /// A step failed.
     fn step_failed(&self, address: &str, error: &str);
+    /// A step was stopped while it acted (timeout, abort): it may or may not have acted.
+    fn step_in_doubt(&self, address: &str, reason: &str) {
+        self.notice(&format!(
+            "{address}: IN DOUBT\n  {}",
+            reason.replace('\n', "\n  ")
+        ));
+    }
     /// A free-form notice (warnings, interruption).
     fn notice(&self, message: &str);
     /// The run is over; clear any progress display.
@@ -40,6 +48,8 @@ pub struct Cancel {
     stop: AtomicBool,
     abort: AtomicBool,
     notify: Notify,
+    /// Cancelled on abort: every running step's `StepContext::cancel` is a child of it.
+    steps: CancellationToken,
 }
 
 impl Cancel {
@@ -48,10 +58,12 @@ impl Cancel {
         self.stop.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
-    /// Asks the engine to abandon the running steps too.
+    /// Asks the engine to stop the running steps too (their commands are terminated); they are
+    /// left in doubt.
     pub fn abort(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.abort.store(true, Ordering::SeqCst);
+        self.steps.cancel();
         self.notify.notify_waiters();
     }
     /// Whether a stop was requested.
@@ -99,6 +111,8 @@ pub struct ApplyOutcome {
     pub not_started: usize,
     /// Failures: (step, message).
     pub failures: Vec<(String, String)>,
+    /// Steps stopped while acting (timeout, abort), journaled in doubt: (step, reason).
+    pub in_doubt: Vec<(String, String)>,
     /// Outputs of every finished step.
     pub outputs: HashMap<String, Json>,
 }
@@ -253,7 +267,14 @@ enum StepResult {
     Failed(String),
     /// The journal could not be written: the run must stop.
     Journal(StateError),
+    /// Stopped while acting; journaled `step_in_doubt`.
+    InDoubt(String),
+    /// Stopped by an abort before it acted; nothing journaled.
+    NotStarted,
 }
+
+/// How long a step asked to stop (timeout, abort) has to return before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one step task needs.
 struct Task {
@@ -291,6 +312,7 @@ pub async fn execute(
         unchanged: 0,
         not_started: 0,
         failures: Vec::new(),
+        in_doubt: Vec::new(),
         outputs: HashMap::new(),
     };
     // Record in-doubt resolutions first.
@@ -436,6 +458,7 @@ pub async fn execute(
             let registry = registry.clone();
             let journal = journal.clone();
             let reporter = reporter.clone();
+            let stop = cancel.steps.child_token();
             running += 1;
             set.spawn(async move {
                 let r = run_step(
@@ -445,6 +468,7 @@ pub async fn execute(
                     &journal,
                     reporter.as_ref(),
                     task,
+                    stop,
                 )
                 .await;
                 (i, r)
@@ -453,30 +477,15 @@ pub async fn execute(
         if running == 0 {
             break;
         }
-        if cancel.aborting() {
-            set.abort_all();
-            while set.join_next().await.is_some() {}
-            for d in pending.drain(..) {
-                d.wait().await?;
-            }
-            outcome.status = RunStatus::Interrupted;
-            reporter.notice(
-                "aborted: running steps were abandoned and are in doubt; `opsctl apply --resume` re-checks them",
-            );
-            journal
-                .append(&Record::RunInterrupted {
-                    at: now_rfc3339(),
-                    reason: "aborted by a second interrupt".into(),
-                })
-                .await?;
-            outcome.not_started = remaining;
-            return Ok(outcome);
-        }
+        // On abort, running steps are asked to stop (their `cancel` token fires): each
+        // returns within its grace, in doubt unless it finished meanwhile.
         let joined = tokio::select! {
             j = set.join_next() => j,
             _ = cancel.notify.notified() => {
-                if !cancel.aborting() {
-                    reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to abandon them)");
+                if cancel.aborting() {
+                    reporter.notice("second interrupt: stopping the running steps (their commands are terminated); they will be in doubt");
+                } else {
+                    reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to stop them)");
                 }
                 continue;
             }
@@ -535,6 +544,14 @@ pub async fn execute(
                 }
             }
             StepResult::Journal(e) => return Err(ApplyError::Journal(e)),
+            StepResult::InDoubt(msg) => {
+                reporter.step_in_doubt(&plan.instances[i].address, &msg);
+                outcome
+                    .in_doubt
+                    .push((plan.instances[i].address.clone(), msg));
+                halted = true;
+            }
+            StepResult::NotStarted => remaining += 1,
             StepResult::Failed(msg) => {
                 reporter.step_failed(&plan.instances[i].address, &msg);
                 outcome
@@ -553,8 +570,14 @@ pub async fn execute(
         .filter(|&i| !done[i])
         .map(|i| plan.instances[i].address.as_str())
         .collect();
-    outcome.not_started = unfinished.len().saturating_sub(outcome.failures.len());
-    if outcome.failures.is_empty() && !unfinished.is_empty() && !cancel.stopping() {
+    outcome.not_started = unfinished
+        .len()
+        .saturating_sub(outcome.failures.len() + outcome.in_doubt.len());
+    if outcome.failures.is_empty()
+        && outcome.in_doubt.is_empty()
+        && !unfinished.is_empty()
+        && !cancel.stopping()
+    {
         let shown: Vec<String> = unfinished
             .iter()
             .take(5)
@@ -574,7 +597,10 @@ pub async fn execute(
             .await?;
         return Err(ApplyError::Inconsistent(msg));
     }
-    if !outcome.failures.is_empty() {
+    // A step left in doubt by its timeout fails the run; one left in doubt by an abort
+    // interrupts it.
+    let timed_out = !outcome.in_doubt.is_empty() && !cancel.aborting();
+    if !outcome.failures.is_empty() || timed_out {
         outcome.status = RunStatus::Failed;
         journal
             .append(&Record::RunFinished {
@@ -584,10 +610,19 @@ pub async fn execute(
             .await?;
     } else if !unfinished.is_empty() {
         outcome.status = RunStatus::Interrupted;
+        if cancel.aborting() {
+            reporter.notice(
+                "aborted: running steps were stopped and are in doubt; `opsctl apply --resume` re-checks them",
+            );
+        }
         journal
             .append(&Record::RunInterrupted {
                 at: now_rfc3339(),
-                reason: "interrupted by signal".into(),
+                reason: if cancel.aborting() {
+                    "aborted by a second interrupt".into()
+                } else {
+                    "interrupted by signal".into()
+                },
             })
             .await?;
     } else {
@@ -608,8 +643,9 @@ async fn run_step(
     journal: &JournalWriter,
     reporter: &dyn Reporter,
     task: Task,
+    stop: CancellationToken,
 ) -> StepResult {
-    match run_step_inner(plan, providers, registry, journal, reporter, task).await {
+    match run_step_inner(plan, providers, registry, journal, reporter, task, stop).await {
         Ok(r) => r,
         Err(e) => StepResult::Journal(e),
     }
@@ -622,10 +658,12 @@ async fn run_step_inner(
     journal: &JournalWriter,
     reporter: &dyn Reporter,
     task: Task,
+    stop: CancellationToken,
 ) -> Result<StepResult, StateError> {
     let inst = &plan.instances[task.idx];
     let st = registry.step(&inst.type_name).expect("validated type");
-    let ctx = providers.context(inst).await;
+    let mut ctx = providers.context(inst).await;
+    ctx.cancel = stop.clone();
     let started = Instant::now();
     // Failure messages go to the terminal and the journal: scrub sensitive values from them.
     let fail =
@@ -650,11 +688,15 @@ async fn run_step_inner(
                 }
                 observed_before = state;
             }
+            Err(_) if stop.is_cancelled() => return Ok(StepResult::NotStarted),
             Err(e) => {
                 let msg = fail(format!("reading before apply: {e}"));
                 return record_failure(journal, &inst.address, msg).await;
             }
         }
+    }
+    if stop.is_cancelled() {
+        return Ok(StepResult::NotStarted);
     }
     if action == Action::NoOp {
         let outputs = outputs_for_resolved(&inst.planned_outputs);
@@ -682,19 +724,39 @@ async fn run_step_inner(
         })
         .await?;
     reporter.step_started(&inst.address, action);
-    let applied = match tokio::time::timeout(
-        inst.timeout + Duration::from_secs(5),
-        st.apply(&ctx, &task.inputs),
-    )
-    .await
-    {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("timed out after {}s", inst.timeout.as_secs())),
+    // At the deadline (or on abort) the step is asked to stop through `ctx.cancel` and given
+    // STOP_GRACE to do so (an `exec` terminates its command's process group); a step that
+    // was stopped while acting may have acted, so it is in doubt, not failed.
+    let apply = st.apply(&ctx, &task.inputs);
+    tokio::pin!(apply);
+    let mut stopped_by = None;
+    let applied = tokio::select! {
+        biased;
+        r = &mut apply => r,
+        _ = tokio::time::sleep(inst.timeout) => {
+            stopped_by = Some(format!(
+                "timed out after {}; it may have acted, so it is in doubt",
+                humantime::format_duration(inst.timeout)
+            ));
+            stop.cancel();
+            stop_within_grace(apply.as_mut()).await
+        }
+        _ = stop.cancelled() => {
+            stopped_by = Some(
+                "stopped by a second interrupt while it ran; it may have acted, so it is in doubt"
+                    .to_string(),
+            );
+            stop_within_grace(apply.as_mut()).await
+        }
     };
-    let outputs = match applied {
-        Ok(o) => o,
-        Err(msg) => {
-            let msg = fail(msg);
+    let outputs = match (applied, stopped_by) {
+        (Ok(o), _) => o,
+        (Err(_), Some(why)) => {
+            let why = fail(why);
+            return record_in_doubt(journal, &inst.address, why).await;
+        }
+        (Err(e), None) => {
+            let msg = fail(e.to_string());
             return record_failure(journal, &inst.address, msg).await;
         }
     };
@@ -784,6 +846,31 @@ async fn record_failure(
         })
         .await?;
     Ok(StepResult::Failed(msg))
+}
+
+/// Waits up to [`STOP_GRACE`] for a step asked to stop; then drops it.
+async fn stop_within_grace(
+    apply: std::pin::Pin<&mut impl std::future::Future<Output = Result<Json, ProviderError>>>,
+) -> Result<Json, ProviderError> {
+    tokio::time::timeout(STOP_GRACE, apply)
+        .await
+        .unwrap_or_else(|_| Err(ProviderError::new("did not stop in time; abandoned")))
+}
+
+/// Journals a step in doubt durably; returns the in-doubt result.
+async fn record_in_doubt(
+    journal: &JournalWriter,
+    step: &str,
+    reason: String,
+) -> Result<StepResult, StateError> {
+    journal
+        .append(&Record::StepInDoubt {
+            step: step.to_string(),
+            at: now_rfc3339(),
+            reason: reason.clone(),
+        })
+        .await?;
+    Ok(StepResult::InDoubt(reason))
 }
 
 fn show(v: &Option<Json>) -> String {

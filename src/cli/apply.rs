@@ -1,7 +1,7 @@
 //! `opsctl apply` and `opsctl apply --resume`: lock the state, plan, ask for approval, execute
 //! with a durable journal, and handle Ctrl-C (first: finish running steps; second: abandon).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
 use crate::apply::{self, Cancel, InDoubtChoice, Reporter, RunStatus};
@@ -15,8 +15,8 @@ use super::common::{load, print_diags, print_error, var_inputs};
 use super::{exit, ApplyArgs, InDoubtArg};
 
 fn ask_line(prompt: &str) -> Option<String> {
-    print!("{prompt}");
-    let _ = std::io::stdout().flush();
+    crate::out!("{prompt}");
+    render::flush_stdout();
     let mut line = String::new();
     match std::io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => None,
@@ -81,7 +81,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     // Lock before reading anything, so that the plan we show is the plan we apply.
     let (lock, stale) = StateLock::acquire(&args.state_dir, "apply").map_err(|e| e.to_string())?;
     if let Some(old) = stale {
-        eprintln!(
+        crate::errln!(
             "warning: took over a stale lock: {old} (its process is gone; the run it held can be resumed)"
         );
     }
@@ -93,7 +93,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     let latest = journal::latest_run(&args.state_dir).map_err(|e| e.to_string())?;
     if let Some(l) = &latest {
         for empty in &l.skipped_empty {
-            eprintln!(
+            crate::errln!(
                 "warning: ignoring empty journal `{}` (a run that died before writing its first record)",
                 empty.display()
             );
@@ -115,7 +115,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         })?;
         let read = journal::read_journal(&path).map_err(|e| e.to_string())?;
         if let Some(t) = &read.torn_tail {
-            eprintln!(
+            crate::errln!(
                 "warning: journal `{}` ends with a torn record at line {} ({} bytes; the process died while writing it); discarding it",
                 path.display(),
                 t.line,
@@ -153,7 +153,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             ));
         }
         let vars = resumed_variables(&loaded.config, variables, &args.vars)?;
-        println!(
+        crate::outln!(
             "Resuming run {id}: {} step(s) finished, {} in doubt, {} failed.",
             r.finished.len(),
             r.in_doubt.len(),
@@ -203,7 +203,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             return Ok(exit::ERROR);
         }
     };
-    print!("{}", render::plan_text(&p));
+    crate::out!("{}", render::plan_text(&p));
 
     let resolutions = match &replay {
         Some(r) => {
@@ -220,7 +220,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     };
 
     if !p.has_changes() && replay.is_none() {
-        println!("\nApply complete! Nothing to do.");
+        crate::outln!("\nApply complete! Nothing to do.");
         lock.release().map_err(|e| e.to_string())?;
         return Ok(exit::OK);
     }
@@ -229,12 +229,12 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             "\nDo you want to perform these actions?\n  Only `yes` will be accepted to approve.\n\n  Enter a value: ",
         );
         if answer.as_deref() != Some("yes") {
-            println!("\nApply cancelled.");
+            crate::outln!("\nApply cancelled.");
             lock.release().map_err(|e| e.to_string())?;
             return Ok(exit::ERROR);
         }
     }
-    println!();
+    crate::outln!();
 
     // Journal: a new run, or the resumed one.
     let (run_id, journal) = match run_id {
@@ -274,9 +274,10 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             // point leaves it resumable.
             if let Some(d) = &discarded {
                 mark_discarded(d, &id).await?;
-                eprintln!(
+                crate::errln!(
                     "warning: discarded unfinished run `{}` ({}); this run `{id}` starts over",
-                    d.id, d.progress
+                    d.id,
+                    d.progress
                 );
             }
             (id, w)
@@ -320,25 +321,32 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     );
     let code = match outcome.status {
         RunStatus::Succeeded => {
-            println!("\nApply complete! {line}");
+            crate::outln!("\nApply complete! {line}");
             exit::OK
         }
         RunStatus::Failed => {
-            eprintln!("\nApply failed (run {run_id}): {line}");
+            crate::errln!("\nApply failed (run {run_id}): {line}");
             for (step, msg) in &outcome.failures {
-                eprintln!("error: {step}: {msg}");
+                crate::errln!("error: {step}: {msg}");
             }
-            eprintln!("Fix the cause, then continue with `opsctl apply --resume`.");
+            for (step, why) in &outcome.in_doubt {
+                crate::errln!("error: {step}: {why}");
+            }
+            crate::errln!("Fix the cause, then continue with `opsctl apply --resume`.");
             exit::ERROR
         }
         RunStatus::Interrupted => {
-            eprintln!("\nApply interrupted (run {run_id}): {line}\nContinue with `opsctl apply --resume`.");
+            crate::errln!("\nApply interrupted (run {run_id}): {line}");
+            for (step, why) in &outcome.in_doubt {
+                crate::errln!("in doubt: {step}: {why}");
+            }
+            crate::errln!("Continue with `opsctl apply --resume`.");
             exit::ERROR
         }
     };
     if outcome.status == RunStatus::Succeeded {
         let outputs = evaluate_outputs(&plan, &outcome.outputs);
-        print!("{}", render::outputs_text(&outputs));
+        crate::out!("{}", render::outputs_text(&outputs));
     }
     lock.release().map_err(|e| e.to_string())?;
     super::common::leak_at_exit((plan, loaded, outcome));
@@ -364,7 +372,7 @@ fn check_unfinished(latest: &journal::LatestRun, discard: bool) -> Result<Option
     let read = match journal::read_journal(&latest.path) {
         Ok(read) => read,
         Err(e) if discard => {
-            eprintln!("warning: the last run `{id}` cannot be read ({e}); it is discarded without a record in its journal");
+            crate::errln!("warning: the last run `{id}` cannot be read ({e}); it is discarded without a record in its journal");
             return Ok(Some(Discard {
                 id: id.clone(),
                 path: None,

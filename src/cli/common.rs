@@ -107,10 +107,10 @@ pub fn leak_at_exit<T>(value: T) {
 
 /// Prints diagnostics to standard error.
 pub fn print_diags(d: &Diagnostics) {
-    eprint!("{d}");
+    crate::err!("{d}");
 }
 
 /// Prints a one-line error to standard error.
 pub fn print_error(msg: &str) {
-    eprintln!("error: {msg}");
+    crate::errln!("error: {msg}");
 }

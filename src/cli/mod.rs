@@ -223,7 +223,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     };
     if let Some(dir) = &cli.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("error: cannot change to directory `{}`: {e}", dir.display());
+            crate::errln!("error: cannot change to directory `{}`: {e}", dir.display());
             return exit::ERROR;
         }
     }

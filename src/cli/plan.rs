@@ -26,7 +26,7 @@ pub async fn run(args: PlanArgs) -> i32 {
     .await
     {
         Ok((p, _)) => {
-            print!("{}", render::plan_text(&p));
+            crate::out!("{}", render::plan_text(&p));
             let code = if args.detailed_exitcode && p.has_changes() {
                 exit::CHANGES
             } else {

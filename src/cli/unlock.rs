@@ -9,16 +9,16 @@ pub fn run(args: UnlockArgs) -> i32 {
     match force_unlock(&args.state_dir, &args.id, args.force) {
         Ok((info, alive)) => {
             if alive {
-                eprintln!(
+                crate::errln!(
                     "warning: the holder (pid {}) is still running; a new apply may now run beside it",
                     info.pid
                 );
             }
-            println!("Lock {} released (was: {info}).", info.id);
+            crate::outln!("Lock {} released (was: {info}).", info.id);
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             exit::ERROR
         }
     }

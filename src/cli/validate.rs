@@ -24,7 +24,7 @@ pub async fn run(args: VarArgs) -> i32 {
     .await
     {
         Ok((p, _)) => {
-            println!(
+            crate::outln!(
                 "The configuration is valid: {} step(s), {} data source(s), {} variable(s).",
                 p.instances.len(),
                 p.data.len(),

@@ -26,6 +26,10 @@ use crate::provider::{
 /// Default time a step may take to apply and converge.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Default time a read of a step's target may take (an `exec` guard, for instance) when the
+/// step sets no `timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How to plan.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -73,6 +77,9 @@ pub struct Instance {
     pub provider: Option<String>,
     /// Apply timeout.
     pub timeout: Duration,
+    /// How long a read of its target may take: `timeout` when the block sets one, else
+    /// [`DEFAULT_READ_TIMEOUT`].
+    pub read_timeout: Duration,
     /// The planned change.
     pub change: Change,
     /// The state the change was planned against (read or predicted), if any.
@@ -312,6 +319,8 @@ impl Providers {
             target: inst.target.clone(),
             provider,
             timeout: inst.timeout,
+            read_timeout: inst.read_timeout,
+            cancel: Default::default(),
         }
     }
 }
@@ -844,6 +853,8 @@ pub async fn plan(
                                         None => None,
                                     },
                                     timeout: DEFAULT_TIMEOUT,
+                                    read_timeout: DEFAULT_READ_TIMEOUT,
+                                    cancel: Default::default(),
                                 };
                                 match ds.read(&ctx, &inputs).await {
                                     Ok(v) => from_json(&v),
@@ -943,6 +954,11 @@ pub async fn plan(
                                 target,
                                 provider: provider_key,
                                 timeout,
+                                read_timeout: if block.timeout.is_some() {
+                                    timeout
+                                } else {
+                                    DEFAULT_READ_TIMEOUT
+                                },
                                 change: Change::noop(Vec::new()),
                                 before: None,
                                 planned_outputs,

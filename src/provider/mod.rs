@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
 
 /// Evaluated step arguments: a JSON object; values known only after apply carry
 /// [`crate::config::eval::UNKNOWN`].
@@ -242,6 +243,14 @@ pub struct StepContext {
     pub provider: Option<ProviderClient>,
     /// How long apply may wait for convergence.
     pub timeout: Duration,
+    /// How long a read of the live target may take (for `exec`: its `creates`/`unless`
+    /// guard): the step's `timeout` when it sets one, else
+    /// [`crate::plan::DEFAULT_READ_TIMEOUT`].
+    pub read_timeout: Duration,
+    /// Cancelled when the step must stop: its timeout passed, or the run was aborted. A step
+    /// that runs something long-lived stops it when this fires and returns an error; apply
+    /// then records the step in doubt. Never cancelled at plan time.
+    pub cancel: CancellationToken,
 }
 
 impl StepContext {

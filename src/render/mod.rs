@@ -4,6 +4,7 @@
 pub mod progress;
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use serde_json::Value as Json;
 
@@ -11,6 +12,58 @@ use crate::config::eval::{is_unknown, to_json, UNKNOWN};
 use crate::plan::redact::REDACTED;
 use crate::plan::{Counts, Plan};
 use crate::provider::{Action, FieldChange};
+
+/// Writes to standard output, ignoring errors: a reader that went away (`opsctl apply | head
+/// -3`) must not fail or stop a run, and Rust's `print!` would panic on the broken pipe
+/// (opsctl keeps SIGPIPE ignored, so that it is never killed mid-apply). Used through
+/// [`crate::out!`] and [`crate::outln!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(args);
+    if newline {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+/// Like [`write_stdout`], for standard error. Used through [`crate::errln!`].
+pub fn write_stderr(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args);
+    if newline {
+        let _ = err.write_all(b"\n");
+    }
+}
+
+/// Flushes standard output, ignoring errors (before a prompt).
+pub fn flush_stdout() {
+    let _ = std::io::stdout().flush();
+}
+
+/// `print!` that ignores a closed standard output; see [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::render::write_stdout(format_args!($($arg)*), false) };
+}
+
+/// `println!` that ignores a closed standard output; see [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::render::write_stdout(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::render::write_stdout(format_args!($($arg)*), true) };
+}
+
+/// `eprint!` that ignores a closed standard error; see [`write_stderr`].
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::render::write_stderr(format_args!($($arg)*), false) };
+}
+
+/// `eprintln!` that ignores a closed standard error; see [`write_stderr`].
+#[macro_export]
+macro_rules! errln {
+    () => { $crate::render::write_stderr(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::render::write_stderr(format_args!($($arg)*), true) };
+}
 
 /// Shows a JSON value the way the plan prints it: strings quoted, unknowns as
 /// `(known after apply)`.

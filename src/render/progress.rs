@@ -71,6 +71,12 @@ impl Reporter for PlainReporter {
             error.replace('\n', "\n  ")
         ));
     }
+    fn step_in_doubt(&self, address: &str, reason: &str) {
+        self.line(&format!(
+            "{address}: IN DOUBT\n  {}",
+            reason.replace('\n', "\n  ")
+        ));
+    }
     fn notice(&self, message: &str) {
         self.line(message);
     }
@@ -116,6 +122,13 @@ impl Reporter for BarReporter {
         self.bar.println(format!(
             "{address}: FAILED\n  {}",
             error.replace('\n', "\n  ")
+        ));
+        self.bar.inc(1);
+    }
+    fn step_in_doubt(&self, address: &str, reason: &str) {
+        self.bar.println(format!(
+            "{address}: IN DOUBT\n  {}",
+            reason.replace('\n', "\n  ")
         ));
         self.bar.inc(1);
     }

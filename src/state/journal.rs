@@ -104,6 +104,16 @@ pub enum Record {
         /// The error message.
         error: String,
     },
+    /// A step was stopped while it acted (its timeout passed, or the run was aborted): it may
+    /// or may not have taken effect, so resume treats it as in doubt.
+    StepInDoubt {
+        /// Step address.
+        step: String,
+        /// When it was stopped.
+        at: String,
+        /// Why it is in doubt, e.g. `timed out after 1s; ...`.
+        reason: String,
+    },
     /// An operator decided the outcome of an in-doubt or failed step.
     StepResolved {
         /// Step address.
@@ -154,6 +164,7 @@ impl Record {
             Record::StepStarted { .. } => "step_started",
             Record::StepFinished { .. } => "step_finished",
             Record::StepFailed { .. } => "step_failed",
+            Record::StepInDoubt { .. } => "step_in_doubt",
             Record::StepResolved { .. } => "step_resolved",
             Record::RunInterrupted { .. } => "run_interrupted",
             Record::RunDiscarded { .. } => "run_discarded",
@@ -521,6 +532,11 @@ pub fn replay(records: &[Record]) -> Replay {
                 r.in_doubt.remove(step);
                 r.finished.remove(step);
                 r.failed.insert(step.clone(), error.clone());
+            }
+            Record::StepInDoubt { step, .. } => {
+                r.finished.remove(step);
+                r.failed.remove(step);
+                r.in_doubt.insert(step.clone());
             }
             Record::StepResolved {
                 step, resolution, ..
@@ -1105,6 +1121,12 @@ mod tests {
                 resolution: "done".into(),
                 reason: "checked by hand".into(),
             },
+            step_started("c", 1),
+            Record::StepInDoubt {
+                step: "c".into(),
+                at: "t".into(),
+                reason: "timed out after 1s; it may have acted".into(),
+            },
             Record::RunInterrupted {
                 at: "t".into(),
                 reason: "SIGINT".into(),
@@ -1608,6 +1630,12 @@ mod tests {
             step_started("rerun", 2),
             step_started("manual", 1),
             resolved("manual", "done"),
+            step_started("timed", 1),
+            Record::StepInDoubt {
+                step: "timed".into(),
+                at: "t".into(),
+                reason: "timed out".into(),
+            },
             step_started("redo", 3),
             failed("redo", "x"),
             resolved("redo", "redo"),
@@ -1647,7 +1675,7 @@ mod tests {
         );
         assert_eq!(
             r.in_doubt.iter().cloned().collect::<Vec<_>>(),
-            vec!["doubt", "rerun"]
+            vec!["doubt", "rerun", "timed"]
         );
         assert_eq!(
             r.failed,

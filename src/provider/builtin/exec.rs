@@ -3,11 +3,11 @@
 //! when its effect is already there, and let resume tell whether an interrupted run finished.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
+use super::process::{self, Ended, KILL_GRACE};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, InDoubt, Inputs,
@@ -89,18 +89,27 @@ fn build_command(inputs: &Inputs, argv: Vec<String>) -> tokio::process::Command 
             cmd.env(k, v.as_str().unwrap_or_default());
         }
     }
-    cmd.stdin(Stdio::null());
-    cmd.kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            // The command dies with opsctl, so that an interrupted run leaves no orphan whose
-            // effect lands after resume has decided what to do.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
     cmd
+}
+
+/// Checks `working_dir` before anything runs in it, so that a bad directory is named as such
+/// rather than blamed on the command.
+fn check_working_dir(inputs: &Inputs) -> Result<(), ProviderError> {
+    let Some(dir) = arg_str(inputs, "working_dir") else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ProviderError::new(format!(
+            "working directory `{dir}` is not a directory"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProviderError::new(format!(
+            "working directory `{dir}` does not exist"
+        ))),
+        Err(e) => Err(ProviderError::new(format!(
+            "working directory `{dir}` cannot be used: {e}"
+        ))),
+    }
 }
 
 fn argv_of(inputs: &Inputs) -> Result<Vec<String>, ProviderError> {
@@ -116,8 +125,13 @@ fn argv_of(inputs: &Inputs) -> Result<Vec<String>, ProviderError> {
     }
 }
 
-/// Checks the guards: true when the effect is already there.
-async fn guard_satisfied(inputs: &Inputs) -> Result<Option<bool>, ProviderError> {
+/// Checks the guards: true when the effect is already there. An `unless` guard runs like the
+/// command (own process group, same directory and environment) for at most the step's read
+/// timeout, and is stopped when `ctx.cancel` fires.
+async fn guard_satisfied(
+    ctx: &StepContext,
+    inputs: &Inputs,
+) -> Result<Option<bool>, ProviderError> {
     if let Some(path) = arg_str(inputs, "creates") {
         let mut p = PathBuf::from(path);
         if p.is_relative() {
@@ -133,13 +147,28 @@ async fn guard_satisfied(inputs: &Inputs) -> Result<Option<bool>, ProviderError>
         }
     }
     if let Some(unless) = arg_str(inputs, "unless") {
-        let mut cmd = build_command(inputs, vec!["sh".into(), "-c".into(), unless.to_string()]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let status = cmd
-            .status()
+        check_working_dir(inputs)?;
+        let cmd = build_command(inputs, vec!["sh".into(), "-c".into(), unless.to_string()]);
+        let done = process::run(cmd, false, ctx.read_timeout, &ctx.cancel)
             .await
-            .map_err(|e| ProviderError::new(format!("cannot run `unless` guard: {e}")))?;
-        return Ok(Some(status.success()));
+            .map_err(|e| {
+                ProviderError::new(format!("cannot run `unless` guard `{unless}`: {e}"))
+            })?;
+        return match done.ended {
+            Ended::Exited(st) if st.success() => Ok(Some(true)),
+            Ended::Exited(st) if st.code().is_some() => Ok(Some(false)),
+            Ended::Exited(st) => Err(ProviderError::new(format!(
+                "`unless` guard `{unless}` {}",
+                process::describe(st)
+            ))),
+            Ended::TimedOut => Err(ProviderError::new(format!(
+                "`unless` guard `{unless}` timed out after {}; it was stopped (set the step's `timeout` to allow longer)",
+                humantime::format_duration(ctx.read_timeout)
+            ))),
+            Ended::Cancelled => Err(ProviderError::new(format!(
+                "`unless` guard `{unless}` was stopped"
+            ))),
+        };
     }
     Ok(None)
 }
@@ -166,13 +195,13 @@ impl StepType for Exec {
     }
     async fn read(
         &self,
-        _ctx: &StepContext,
+        ctx: &StepContext,
         inputs: &Inputs,
     ) -> Result<Option<Json>, ProviderError> {
         if crate::config::eval::map_is_unknown(inputs) {
             return Ok(None);
         }
-        Ok(guard_satisfied(inputs)
+        Ok(guard_satisfied(ctx, inputs)
             .await?
             .map(|done| json!({ "guard_satisfied": done })))
     }
@@ -212,17 +241,39 @@ impl StepType for Exec {
     fn planned_outputs(&self, _inputs: &Inputs) -> Json {
         json!({ "exit_code": UNKNOWN, "stdout": UNKNOWN, "stderr": UNKNOWN })
     }
-    async fn apply(&self, _ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let argv = argv_of(inputs)?;
-        let mut cmd = build_command(inputs, argv);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let output = cmd.output().await.map_err(|e| {
-            ProviderError::new(format!("cannot start `{}`: {e}", command_text(inputs)))
-        })?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let code = output.status.code().unwrap_or(-1);
-        if !output.status.success() {
+        check_working_dir(inputs)?;
+        let cmd = build_command(inputs, argv);
+        // Apply stops the command through `ctx.cancel` when the step's timeout passes; the
+        // deadline here is a backstop a little later.
+        let done = process::run(
+            cmd,
+            true,
+            ctx.timeout.saturating_add(KILL_GRACE),
+            &ctx.cancel,
+        )
+        .await
+        .map_err(|e| ProviderError::new(format!("cannot start `{}`: {e}", command_text(inputs))))?;
+        let stdout = done.stdout.text();
+        let stderr = done.stderr.text();
+        let status = match done.ended {
+            Ended::Exited(st) => st,
+            Ended::TimedOut => {
+                return Err(ProviderError::new(format!(
+                    "command `{}` timed out after {}; its process group was terminated",
+                    command_text(inputs),
+                    humantime::format_duration(ctx.timeout)
+                )))
+            }
+            Ended::Cancelled => {
+                return Err(ProviderError::new(format!(
+                    "command `{}` was stopped; its process group was terminated",
+                    command_text(inputs)
+                )))
+            }
+        };
+        if !status.success() {
             let tail: String = stderr
                 .trim_end()
                 .lines()
@@ -234,8 +285,9 @@ impl StepType for Exec {
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(ProviderError::new(format!(
-                "command `{}` exited with status {code}{}",
+                "command `{}` {}{}",
                 command_text(inputs),
+                process::describe(status),
                 if tail.is_empty() {
                     String::new()
                 } else {
@@ -243,14 +295,11 @@ impl StepType for Exec {
                 }
             )));
         }
+        let code = status.code().unwrap_or_default();
         Ok(json!({ "exit_code": code, "stdout": stdout, "stderr": stderr }))
     }
-    async fn in_doubt(
-        &self,
-        _ctx: &StepContext,
-        inputs: &Inputs,
-    ) -> Result<InDoubt, ProviderError> {
-        match guard_satisfied(inputs).await? {
+    async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
+        match guard_satisfied(ctx, inputs).await? {
             Some(true) => Ok(InDoubt::Done),
             Some(false) => Ok(InDoubt::NotDone),
             None if self.idempotent(inputs) => Ok(InDoubt::Repeat),

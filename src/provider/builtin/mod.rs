@@ -1,6 +1,7 @@
 //! Built-in step types that need no provider: `exec` (run a command) and `noop` (no effect).
 
 mod exec;
+mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
