@@ -69,15 +69,9 @@ pub enum StateError {
 
     /// `force_unlock` found the lock's holder alive (its OS lock is held).
     #[error(
-        "lock `{path}` (ID `{id}`) is held by a live process: `{who}@{host}` (pid `{pid}`) for `{operation}` since `{since}`; \
-         nothing was unlocked. Stop that process, or wait for it; `force-unlock --force` removes the lock anyway and lets a second run start beside it",
-        path = path.display(),
-        id = info.id,
-        who = info.who,
-        host = info.host,
-        pid = info.pid,
-        operation = info.operation,
-        since = info.created
+        "lock `{path}` is held by a live process: {info}; nothing was unlocked. Stop that process, \
+         or wait for it; `force-unlock --force` removes the lock anyway and lets a second run start beside it",
+        path = path.display()
     )]
     LockHeld {
         /// The lock file.
