@@ -47,7 +47,7 @@ pub struct ConfigGraph {
     pub order: Vec<Node>,
     /// For each block, the step and data blocks it depends on, directly or through locals.
     pub block_deps: Vec<Vec<BlockDep>>,
-    /// For each block, the provider key it uses (`aws`, `aws.west`), if its type has one.
+    /// For each block, the provider key it uses (`NAME` or `NAME.ALIAS`), if its type has one.
     pub block_provider: Vec<Option<String>>,
 }
 
@@ -71,6 +71,7 @@ pub fn build(config: &Config, registry: &Registry) -> Result<ConfigGraph, Diagno
         );
     }
     for (i, p) in config.providers.iter().enumerate() {
+        check_provider_schema(p, registry, &mut diags);
         index.insert(
             format!("provider.{}", p.key()),
             graph.add_node(Node::Provider(i)),
@@ -356,6 +357,93 @@ fn node_name_span(config: &Config, node: Node) -> (String, Span) {
     }
 }
 
+/// Checks the arguments of a block against an argument table: unknown arguments (at their
+/// name), literal values of the wrong type, missing required arguments (at `span`). `what`
+/// names the schema in messages (e.g. step type `exec`, provider `NAME`); `address` names
+/// the block.
+fn check_args(
+    attrs: &[crate::config::Attr],
+    specs: &[crate::provider::ArgSpec],
+    what: &str,
+    address: &str,
+    span: &Span,
+    diags: &mut Diagnostics,
+) {
+    for a in attrs {
+        let Some(spec) = specs.iter().find(|s| s.name == a.name) else {
+            let expected: Vec<&str> = specs.iter().map(|s| s.name).collect();
+            diags.push(
+                Diagnostic::error(format!(
+                    "unknown argument `{}` for {what}; expected one of: {}",
+                    a.name,
+                    expected.join(", ")
+                ))
+                .with_span(a.key_span.clone()),
+            );
+            continue;
+        };
+        if a.refs.is_empty() && a.functions.is_empty() {
+            if let Ok(v) = hcl::to_value(&a.expr).map(|v| crate::config::eval::to_json(&v)) {
+                if matches!(
+                    a.expr,
+                    hcl::Expression::String(_)
+                        | hcl::Expression::Number(_)
+                        | hcl::Expression::Bool(_)
+                        | hcl::Expression::Array(_)
+                        | hcl::Expression::Object(_)
+                ) {
+                    if let Err(expected) = spec.ty.check(&v) {
+                        diags.push(
+                            Diagnostic::error(arg_type_message(
+                                &a.name, None, spec.ty, expected, &v,
+                            ))
+                            .with_span(a.span.clone()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for spec in specs.iter().filter(|s| s.required) {
+        if !attrs.iter().any(|a| a.name == spec.name) {
+            diags.push(
+                Diagnostic::error(format!(
+                    "missing required argument `{}` in `{address}`",
+                    spec.name
+                ))
+                .with_span(span.clone()),
+            );
+        }
+    }
+}
+
+/// Checks a `provider` block: a known provider, and its arguments against the provider's own
+/// table.
+fn check_provider_schema(
+    p: &crate::config::ProviderDef,
+    registry: &Registry,
+    diags: &mut Diagnostics,
+) {
+    match registry.provider(&p.name) {
+        Some(kind) => check_args(
+            &p.args,
+            kind.args(),
+            &format!("provider `{}`", p.name),
+            &format!("provider.{}", p.key()),
+            &p.span,
+            diags,
+        ),
+        None => diags.push(
+            Diagnostic::error(format!(
+                "unknown provider `{}`; available: {}",
+                p.name,
+                registry.provider_names().join(", ")
+            ))
+            .with_span(p.span.clone()),
+        ),
+    }
+}
+
 /// Checks one block against its type's schema; returns the provider key it uses.
 fn check_block_schema(
     config: &Config,
@@ -394,55 +482,14 @@ fn check_block_schema(
             }
         },
     };
-    for a in &b.args {
-        let Some(spec) = args.iter().find(|s| s.name == a.name) else {
-            let expected: Vec<&str> = args.iter().map(|s| s.name).collect();
-            diags.push(
-                Diagnostic::error(format!(
-                    "unknown argument `{}` for {} type `{}`; expected one of: {}",
-                    a.name,
-                    b.kind.keyword(),
-                    b.type_name,
-                    expected.join(", ")
-                ))
-                .with_span(a.key_span.clone()),
-            );
-            continue;
-        };
-        if a.refs.is_empty() && a.functions.is_empty() {
-            if let Ok(v) = hcl::to_value(&a.expr).map(|v| crate::config::eval::to_json(&v)) {
-                if matches!(
-                    a.expr,
-                    hcl::Expression::String(_)
-                        | hcl::Expression::Number(_)
-                        | hcl::Expression::Bool(_)
-                        | hcl::Expression::Array(_)
-                        | hcl::Expression::Object(_)
-                ) {
-                    if let Err(expected) = spec.ty.check(&v) {
-                        diags.push(
-                            Diagnostic::error(arg_type_message(
-                                &a.name, None, spec.ty, expected, &v,
-                            ))
-                            .with_span(a.span.clone()),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    for spec in args.iter().filter(|s| s.required) {
-        if !b.args.iter().any(|a| a.name == spec.name) {
-            diags.push(
-                Diagnostic::error(format!(
-                    "missing required argument `{}` in `{}`",
-                    spec.name,
-                    b.address()
-                ))
-                .with_span(b.span.clone()),
-            );
-        }
-    }
+    check_args(
+        &b.args,
+        args,
+        &format!("{} type `{}`", b.kind.keyword(), b.type_name),
+        &b.address(),
+        &b.span,
+        diags,
+    );
     let provider = provider?;
     match &b.provider {
         Some((key, span)) => {
@@ -626,6 +673,78 @@ step "noop" "b" { depends_on = [step.noop.c] }
         assert!(text.contains("--> main.hcl:2:13"), "{text}");
         assert!(
             text.contains("unknown argument `bogus` for step type `exec`"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:3:3"), "{text}");
+    }
+
+    /// A provider known only to this test: its block arguments come from its own table.
+    struct Fake;
+
+    const FAKE_ARGS: &[crate::provider::ArgSpec] = &[crate::provider::ArgSpec {
+        name: "endpoint",
+        ty: crate::provider::ArgType::String,
+        required: true,
+        doc: "where it listens",
+    }];
+
+    #[async_trait::async_trait]
+    impl crate::provider::Provider for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn args(&self) -> &'static [crate::provider::ArgSpec] {
+            FAKE_ARGS
+        }
+        async fn connect(
+            &self,
+            _args: &crate::provider::ProviderArgs,
+        ) -> Result<crate::provider::Client, crate::provider::ProviderError> {
+            Ok(std::sync::Arc::new(()))
+        }
+        fn step_types(&self) -> Vec<std::sync::Arc<dyn crate::provider::StepType>> {
+            Vec::new()
+        }
+        fn data_sources(&self) -> Vec<std::sync::Arc<dyn crate::provider::DataSourceType>> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn provider_block_arguments_are_checked_against_the_providers_table() {
+        let config = load_sources(vec![SourceFile::new(
+            "main.hcl",
+            "provider \"fake\" {\n  endpoint = 42\n  region = \"x\"\n}\nprovider \"fake\" {\n  alias = \"b\"\n}\nprovider \"nope\" {}\n",
+        )])
+        .unwrap();
+        let registry = Registry::with_providers(vec![std::sync::Arc::new(Fake)]);
+        let text = build(&config, &registry).unwrap_err().to_string();
+        assert!(
+            text.contains("unknown argument `region` for provider `fake`; expected one of: endpoint"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:3:3"), "{text}");
+        assert!(
+            text.contains("wrong type for argument `endpoint`: expected a string, got a number"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:2:14"), "{text}");
+        assert!(
+            text.contains("missing required argument `endpoint` in `provider.fake.b`"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:5:1"), "{text}");
+        assert!(text.contains("unknown provider `nope`; available: fake"), "{text}");
+        assert!(text.contains("--> main.hcl:8:1"), "{text}");
+    }
+
+    #[test]
+    fn aws_provider_block_with_an_unknown_argument_is_an_error_at_its_position() {
+        let text = build_src("provider \"aws\" {\n  region = \"eu-west-1\"\n  regoin = \"x\"\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("unknown argument `regoin` for provider `aws`; expected one of: region, endpoint_url, profile, max_attempts"),
             "{text}"
         );
         assert!(text.contains("--> main.hcl:3:3"), "{text}");

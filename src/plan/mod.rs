@@ -20,7 +20,8 @@ use crate::config::{Attr, BlockKind, Config, Diagnostic, Diagnostics, RefRoot};
 use crate::graph::{self, ConfigGraph, Node, Writer};
 use crate::provider::builtin::parse_duration;
 use crate::provider::{
-    Action, Change, Current, Inputs, ProviderClient, Registry, StepContext, TargetEnv,
+    Action, Change, Current, Inputs, Provider, ProviderArgs, ProviderClient, ProviderError,
+    Registry, StepContext, TargetEnv,
 };
 
 /// Default time a step may take to apply and converge.
@@ -73,7 +74,7 @@ pub struct Instance {
     pub inputs: Inputs,
     /// Target address.
     pub target: String,
-    /// Provider key (`aws`, `aws.west`).
+    /// Provider key (`NAME` or `NAME.ALIAS`).
     pub provider: Option<String>,
     /// Apply timeout.
     pub timeout: Duration,
@@ -278,31 +279,49 @@ impl From<Diagnostics> for PlanError {
     }
 }
 
-/// Lazily built provider clients, one per provider key.
+/// Lazily connected providers, one connection per provider key (`NAME` or `NAME.ALIAS`),
+/// made the first time a step or data source of that key needs it.
 #[derive(Default)]
 pub struct Providers {
     cells: std::sync::Mutex<HashMap<String, Arc<OnceCell<ProviderClient>>>>,
-    args: HashMap<String, serde_json::Map<String, Json>>,
+    args: HashMap<String, ProviderArgs>,
+    kinds: HashMap<&'static str, Arc<dyn Provider>>,
 }
 
 impl Providers {
-    /// Providers configured from evaluated provider block arguments.
-    pub fn new(args: HashMap<String, serde_json::Map<String, Json>>) -> Providers {
+    /// The registry's providers, configured from evaluated provider block arguments (by key).
+    pub fn new(registry: &Registry, args: HashMap<String, ProviderArgs>) -> Providers {
         Providers {
             cells: Default::default(),
             args,
+            kinds: registry
+                .provider_names()
+                .into_iter()
+                .filter_map(|n| registry.provider(n).map(|p| (n, p.clone())))
+                .collect(),
         }
     }
 
-    /// The client for `key` (`aws`, `aws.west`), created on first use.
+    /// The connected provider for `key` (`NAME`, `NAME.ALIAS`), connected on first use; a
+    /// failed connection is cached too and reported by [`StepContext::client`].
     pub async fn client(&self, key: &str) -> ProviderClient {
         let cell = {
             let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
             cells.entry(key.to_string()).or_default().clone()
         };
         cell.get_or_init(|| async {
-            let args = self.args.get(key).cloned().unwrap_or_default();
-            ProviderClient::Aws(Arc::new(crate::provider::aws::connect(&args).await))
+            let name = key.split_once('.').map_or(key, |(n, _)| n);
+            let client = match self.kinds.get(name) {
+                Some(p) => {
+                    let args = self.args.get(key).cloned().unwrap_or_default();
+                    p.connect(&args).await
+                }
+                None => Err(ProviderError::new(format!("unknown provider `{name}`"))),
+            };
+            ProviderClient {
+                key: key.to_string(),
+                client,
+            }
         })
         .await
         .clone()
@@ -683,20 +702,12 @@ pub async fn plan(
                     each: None,
                 };
                 let mut args = serde_json::Map::new();
+                let specs = registry.provider(&p.name).map_or(&[][..], |k| k.args());
                 for a in &p.args {
-                    if p.name == "aws"
-                        && !crate::provider::aws::PROVIDER_ARGS.contains(&a.name.as_str())
-                    {
-                        diags.push(diag_at(
-                            format!(
-                                "unknown argument `{}` for provider `aws`; expected one of: {}",
-                                a.name,
-                                crate::provider::aws::PROVIDER_ARGS.join(", ")
-                            ),
-                            &a.key_span,
-                        ));
+                    // Unknown arguments and providers were reported when the graph was built.
+                    let Some(spec) = specs.iter().find(|s| s.name == a.name) else {
                         continue;
-                    }
+                    };
                     match evaluate(a, &scope) {
                         Ok(v) if is_unknown(&v) && !opts.read => {}
                         Ok(v) if is_unknown(&v) => diags.push(diag_at(
@@ -704,16 +715,18 @@ pub async fn plan(
                             &a.span,
                         )),
                         Ok(v) => {
-                            args.insert(a.name.clone(), to_json(&v));
+                            let j = to_json(&v);
+                            if let Err(expected) = spec.ty.check(&j) {
+                                diags.push(diag_at(
+                                    graph::arg_type_message(&a.name, None, spec.ty, expected, &j),
+                                    &a.span,
+                                ));
+                                continue;
+                            }
+                            args.insert(a.name.clone(), j);
                         }
                         Err(d) => diags.push(d),
                     }
-                }
-                if p.name != "aws" {
-                    diags.push(diag_at(
-                        format!("unknown provider `{}`; available: aws", p.name),
-                        &p.span,
-                    ));
                 }
                 provider_args.insert(p.key(), args);
             }
@@ -841,7 +854,7 @@ pub async fn plan(
                             {
                                 let provs = providers
                                     .get_or_insert_with(|| {
-                                        Arc::new(Providers::new(provider_args.clone()))
+                                        Arc::new(Providers::new(registry, provider_args.clone()))
                                     })
                                     .clone();
                                 let ds = registry.data(&block.type_name).expect("validated type");
@@ -1064,7 +1077,7 @@ pub async fn plan(
         return Err(failed(diags, &config, &redactor));
     }
 
-    let providers = providers.unwrap_or_else(|| Arc::new(Providers::new(provider_args.clone())));
+    let providers = providers.unwrap_or_else(|| Arc::new(Providers::new(registry, provider_args.clone())));
 
     // Read every distinct target once, concurrently.
     let mut reads: BTreeMap<String, Option<Json>> = BTreeMap::new();
@@ -1393,4 +1406,79 @@ pub fn instance_graph(instances: &[Instance]) -> DiGraph<(), ()> {
         }
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{ArgSpec, Client, DataSourceType, ProviderArgs, StepType};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A provider that counts its connections and hands out its key's `name` argument.
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Provider for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn args(&self) -> &'static [ArgSpec] {
+            &[]
+        }
+        async fn connect(&self, args: &ProviderArgs) -> Result<Client, ProviderError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            match args.get("name").and_then(Json::as_str) {
+                Some(n) => Ok(Arc::new(n.to_string())),
+                None => Err(ProviderError::new("no name")),
+            }
+        }
+        fn step_types(&self) -> Vec<Arc<dyn StepType>> {
+            Vec::new()
+        }
+        fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>> {
+            Vec::new()
+        }
+    }
+
+    fn ctx(client: ProviderClient) -> StepContext {
+        StepContext {
+            address: "step.x.y".into(),
+            target: String::new(),
+            provider: Some(client),
+            timeout: DEFAULT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            cancel: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn providers_connect_lazily_once_per_key_and_hand_out_typed_clients() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let registry = Registry::with_providers(vec![Arc::new(Counting(count.clone()))]);
+        let mut args = HashMap::new();
+        args.insert(
+            "counting".to_string(),
+            serde_json::json!({"name": "main"}).as_object().unwrap().clone(),
+        );
+        args.insert(
+            "counting.west".to_string(),
+            serde_json::json!({"name": "west"}).as_object().unwrap().clone(),
+        );
+        let providers = Providers::new(&registry, args);
+        assert_eq!(count.load(Ordering::SeqCst), 0, "connects only on first use");
+        let a = ctx(providers.client("counting").await);
+        let _ = providers.client("counting").await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(a.client::<String>().unwrap(), "main");
+        let w = ctx(providers.client("counting.west").await);
+        assert_eq!(w.client::<String>().unwrap(), "west");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(a.client::<u32>().is_err(), "wrong client type is an error");
+        // A failed connection is cached and reported when the client is used.
+        let bad = ctx(providers.client("counting.none").await);
+        let _ = providers.client("counting.none").await;
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        let err = bad.client::<String>().unwrap_err().to_string();
+        assert_eq!(err, "provider `counting.none`: no name");
+    }
 }

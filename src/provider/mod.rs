@@ -4,10 +4,15 @@
 //! target address, a read of the live target, a plan against the predicted state, a prediction
 //! of the state after the change, and an apply that waits for convergence. Providers know
 //! nothing of the CLI, the graph or the journal.
+//!
+//! A provider ([`Provider`]) bundles a name, the arguments of its `provider` block, a lazy
+//! `connect` that builds its typed clients, and its step types and data sources. The engine
+//! reaches clients only through [`StepContext::client`], so it never names a provider.
 
 pub mod aws;
 pub mod builtin;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -87,7 +92,7 @@ impl ArgType {
     }
 }
 
-/// One argument a step type or data source takes.
+/// One argument a step type, data source or provider block takes.
 #[derive(Debug, Clone, Copy)]
 pub struct ArgSpec {
     /// Argument name.
@@ -225,12 +230,28 @@ impl fmt::Display for ProviderError {
 
 impl std::error::Error for ProviderError {}
 
-/// A configured provider instance (one per `provider` block, or the default).
-#[derive(Debug, Clone)]
-pub enum ProviderClient {
-    /// AWS clients for one region/endpoint.
-    Aws(Arc<aws::AwsClients>),
+/// A connected provider: what [`Provider::connect`] built (the typed clients of one provider
+/// key), or why it could not connect. Step types reach it through [`StepContext::client`].
+#[derive(Clone)]
+pub struct ProviderClient {
+    /// The provider key (`aws`, `aws.west`).
+    pub key: String,
+    /// The clients, or the error connecting gave.
+    pub client: Result<Client, ProviderError>,
 }
+
+impl fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field("key", &self.key)
+            .field("connected", &self.client.is_ok())
+            .finish()
+    }
+}
+
+/// What a provider's [`Provider::connect`] returns: its typed clients, behind `Any` so that the
+/// engine never names them. Step types downcast through [`StepContext::client`].
+pub type Client = Arc<dyn Any + Send + Sync>;
 
 /// What a step sees while it reads or applies.
 #[derive(Clone)]
@@ -254,19 +275,65 @@ pub struct StepContext {
 }
 
 impl StepContext {
-    /// The AWS clients of this step.
+    /// The typed clients of this step's provider, e.g. `ctx.client::<aws::AwsClients>()`.
     ///
     /// # Errors
     ///
-    /// When the step has no AWS provider.
-    pub fn aws(&self) -> Result<&aws::AwsClients, ProviderError> {
-        match &self.provider {
-            Some(ProviderClient::Aws(c)) => Ok(c),
-            None => Err(ProviderError::new(
-                "no `aws` provider configured for this step",
-            )),
+    /// When the step has no provider, when connecting to it failed (the provider's message),
+    /// or when its clients are not a `T`.
+    pub fn client<T: Any + Send + Sync>(&self) -> Result<&T, ProviderError> {
+        let Some(p) = &self.provider else {
+            return Err(ProviderError::new(format!(
+                "no provider configured for `{}`",
+                self.address
+            )));
+        };
+        match &p.client {
+            Ok(c) => c.downcast_ref::<T>().ok_or_else(|| {
+                ProviderError::new(format!(
+                    "provider `{}` does not provide the clients `{}` needs",
+                    p.key, self.address
+                ))
+            }),
+            Err(e) => Err(ProviderError::new(format!(
+                "provider `{}`: {}",
+                p.key, e.message
+            ))),
         }
     }
+}
+
+/// Evaluated arguments of a `provider` block (empty for a provider used without a block).
+pub type ProviderArgs = serde_json::Map<String, Json>;
+
+/// The provider contract: one per folder under `src/provider/` (`aws/`), listed once in
+/// [`providers`]. The engine knows providers only through it.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The name used in `provider "NAME"` blocks and `provider = NAME.ALIAS`.
+    fn name(&self) -> &'static str;
+    /// The arguments its `provider` block takes; checked like step arguments (unknown,
+    /// required, literal types when the graph is built; evaluated types at plan).
+    fn args(&self) -> &'static [ArgSpec];
+    /// Builds the clients of one provider key from the block's evaluated arguments. Called
+    /// lazily, at most once per provider key (name and alias), the first time a data source or
+    /// step of that key needs it; the result (success or error) is cached for the run.
+    ///
+    /// # Errors
+    ///
+    /// A message when the configuration cannot be loaded (e.g. a missing kubeconfig); every
+    /// step of that key then fails with it when it uses the client.
+    async fn connect(&self, args: &ProviderArgs) -> Result<Client, ProviderError>;
+    /// Its step types.
+    fn step_types(&self) -> Vec<Arc<dyn StepType>>;
+    /// Its data sources.
+    fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>>;
+}
+
+/// Every provider opsctl knows. A new provider is one folder under `src/provider/` and one
+/// line here.
+pub fn providers() -> Vec<Arc<dyn Provider>> {
+    vec![Arc::new(aws::Aws)]
 }
 
 /// Provider settings a target address may depend on (e.g. the AWS region).
@@ -384,26 +451,49 @@ pub trait DataSourceType: Send + Sync {
     async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError>;
 }
 
-/// All step types and data sources opsctl knows.
+/// All providers, step types and data sources opsctl knows.
 pub struct Registry {
+    providers: BTreeMap<&'static str, Arc<dyn Provider>>,
     steps: BTreeMap<&'static str, Arc<dyn StepType>>,
     data: BTreeMap<&'static str, Arc<dyn DataSourceType>>,
 }
 
 impl Registry {
-    /// The registry of every built-in and provider type.
+    /// The registry of the built-in step types and every provider in [`providers`].
     pub fn standard() -> Registry {
+        Registry::with_providers(providers())
+    }
+
+    /// The registry of the built-in step types and the given providers' types.
+    pub fn with_providers(providers: Vec<Arc<dyn Provider>>) -> Registry {
         let mut r = Registry {
+            providers: BTreeMap::new(),
             steps: BTreeMap::new(),
             data: BTreeMap::new(),
         };
-        for s in builtin::step_types().into_iter().chain(aws::step_types()) {
+        for s in builtin::step_types() {
             r.steps.insert(s.name(), s);
         }
-        for d in aws::data_sources() {
-            r.data.insert(d.name(), d);
+        for p in providers {
+            for s in p.step_types() {
+                r.steps.insert(s.name(), s);
+            }
+            for d in p.data_sources() {
+                r.data.insert(d.name(), d);
+            }
+            r.providers.insert(p.name(), p);
         }
         r
+    }
+
+    /// A provider by name.
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(name)
+    }
+
+    /// Names of all providers.
+    pub fn provider_names(&self) -> Vec<&'static str> {
+        self.providers.keys().copied().collect()
     }
 
     /// A step type by name.

@@ -72,7 +72,7 @@ async fn describe(
     cluster: &str,
     nodegroup: &str,
 ) -> Result<Option<Json>, ProviderError> {
-    let aws = ctx.aws()?;
+    let aws = ctx.client::<super::AwsClients>()?;
     match aws
         .eks
         .describe_nodegroup()
@@ -268,7 +268,7 @@ impl StepType for NodegroupScaling {
             .set_max_size(hi.map(|v| v as i32))
             .build();
         let out = ctx
-            .aws()?
+            .client::<super::AwsClients>()?
             .eks
             .update_nodegroup_config()
             .cluster_name(&cluster)

@@ -13,7 +13,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use serde_json::Value as Json;
 
-use super::{DataSourceType, ProviderError, StepType};
+use async_trait::async_trait;
+
+use super::{
+    ArgSpec, ArgType, Client, DataSourceType, Provider, ProviderArgs, ProviderError, StepType,
+};
 
 /// The AWS step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
@@ -52,7 +56,54 @@ pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
 }
 
 /// Arguments the `provider "aws"` block accepts.
-pub const PROVIDER_ARGS: &[&str] = &["region", "endpoint_url", "profile", "max_attempts"];
+pub const PROVIDER_ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "region",
+        ty: ArgType::String,
+        required: false,
+        doc: "AWS region (default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`)",
+    },
+    ArgSpec {
+        name: "endpoint_url",
+        ty: ArgType::String,
+        required: false,
+        doc: "endpoint of every service, e.g. a local moto server",
+    },
+    ArgSpec {
+        name: "profile",
+        ty: ArgType::String,
+        required: false,
+        doc: "named profile of the shared AWS config and credentials files",
+    },
+    ArgSpec {
+        name: "max_attempts",
+        ty: ArgType::Count,
+        required: false,
+        doc: "attempts per API call, retries included (1-10, default 3)",
+    },
+];
+
+/// The `aws` provider: [`AwsClients`] per provider key.
+pub struct Aws;
+
+#[async_trait]
+impl Provider for Aws {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        PROVIDER_ARGS
+    }
+    async fn connect(&self, args: &ProviderArgs) -> Result<Client, ProviderError> {
+        Ok(Arc::new(connect(args).await))
+    }
+    fn step_types(&self) -> Vec<Arc<dyn StepType>> {
+        step_types()
+    }
+    fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>> {
+        data_sources()
+    }
+}
 
 /// Builds clients from a provider block's evaluated arguments.
 pub async fn connect(args: &serde_json::Map<String, Json>) -> AwsClients {

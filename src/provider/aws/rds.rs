@@ -60,7 +60,7 @@ fn snapshot_json(s: &DbSnapshot) -> Json {
 
 async fn describe_snapshot(ctx: &StepContext, id: &str) -> Result<Option<Json>, ProviderError> {
     match ctx
-        .aws()?
+        .client::<super::AwsClients>()?
         .rds
         .describe_db_snapshots()
         .db_snapshot_identifier(id)
@@ -192,7 +192,7 @@ impl StepType for Snapshot {
                     .collect()
             })
             .unwrap_or_default();
-        ctx.aws()?
+        ctx.client::<super::AwsClients>()?
             .rds
             .create_db_snapshot()
             .db_instance_identifier(&instance)
@@ -243,7 +243,7 @@ impl DataSourceType for DbInstanceData {
     async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let id = arg_str(inputs, "identifier").unwrap_or_default();
         let out = ctx
-            .aws()?
+            .client::<super::AwsClients>()?
             .rds
             .describe_db_instances()
             .db_instance_identifier(id)
