@@ -720,7 +720,9 @@ step "noop" "b" { depends_on = [step.noop.c] }
         let registry = Registry::with_providers(vec![std::sync::Arc::new(Fake)]);
         let text = build(&config, &registry).unwrap_err().to_string();
         assert!(
-            text.contains("unknown argument `region` for provider `fake`; expected one of: endpoint"),
+            text.contains(
+                "unknown argument `region` for provider `fake`; expected one of: endpoint"
+            ),
             "{text}"
         );
         assert!(text.contains("--> main.hcl:3:3"), "{text}");
@@ -734,7 +736,10 @@ step "noop" "b" { depends_on = [step.noop.c] }
             "{text}"
         );
         assert!(text.contains("--> main.hcl:5:1"), "{text}");
-        assert!(text.contains("unknown provider `nope`; available: fake"), "{text}");
+        assert!(
+            text.contains("unknown provider `nope`; available: fake"),
+            "{text}"
+        );
         assert!(text.contains("--> main.hcl:8:1"), "{text}");
     }
 

@@ -631,7 +631,10 @@ fn instance_address(base: &str, key: &Option<IndexKey>) -> String {
     }
 }
 
-/// Computes the plan.
+/// Computes the plan, in the passes of [`Planner`]: evaluate the configuration in graph order
+/// (locals, providers, blocks expanded into instances with their inputs and targets, data
+/// sources read), link instances (dependencies, unordered writers), read every distinct
+/// target once, plan each change against the predicted state, and evaluate the outputs.
 ///
 /// # Errors
 ///
@@ -645,544 +648,30 @@ pub async fn plan(
     variables: Map<String, Value>,
     opts: &PlanOptions,
 ) -> Result<(Plan, Arc<Providers>), PlanError> {
-    let mut diags = Diagnostics::default();
-    let mut locals: HashMap<String, Value> = HashMap::new();
-    let mut blocks: HashMap<String, Value> = HashMap::with_capacity(config.blocks.len());
-    let mut data: HashMap<String, Value> = HashMap::new();
-    let mut provider_args: HashMap<String, serde_json::Map<String, Json>> = HashMap::new();
-    let mut instances: Vec<Instance> = Vec::with_capacity(config.blocks.len());
-    let mut block_instances: Vec<Vec<usize>> = vec![Vec::new(); config.blocks.len()];
-    let mut providers: Option<Arc<Providers>> = None;
-    // What is sensitive, and the secrets to scrub from messages.
-    let mut sens = Sensitivity::new(&config);
-    let mut redactor = redact::Redactor::new();
-    for v in config.variables.iter().filter(|v| v.sensitive) {
-        if let Some(value) = variables.get(&v.name) {
-            redactor.add_value(value, redact::Leaves::All);
-        }
-    }
-    let mut gone = Gone::new();
-
-    let mut total_instances = 0usize;
-    for node in &cgraph.order {
-        match *node {
-            Node::Local(i) => {
-                let attr = &config.locals[i].attr;
-                let secret = sens.refers(attr);
-                if secret {
-                    sens.names.insert(format!("local.{}", attr.name));
-                }
-                let scope = PlanScope {
-                    vars: &variables,
-                    locals: &locals,
-                    blocks: &blocks,
-                    count: None,
-                    each: None,
-                };
-                match evaluate(attr, &scope) {
-                    Ok(v) => {
-                        if secret {
-                            redactor.add_value(&v, redact::Leaves::LongStrings);
-                        }
-                        locals.insert(attr.name.clone(), v);
-                    }
-                    Err(d) => {
-                        diags.push(d);
-                        locals.insert(attr.name.clone(), eval::unknown());
-                    }
-                }
-            }
-            Node::Provider(i) => {
-                let p = &config.providers[i];
-                let scope = PlanScope {
-                    vars: &variables,
-                    locals: &locals,
-                    blocks: &blocks,
-                    count: None,
-                    each: None,
-                };
-                let mut args = serde_json::Map::new();
-                let specs = registry.provider(&p.name).map_or(&[][..], |k| k.args());
-                for a in &p.args {
-                    // Unknown arguments and providers were reported when the graph was built.
-                    let Some(spec) = specs.iter().find(|s| s.name == a.name) else {
-                        continue;
-                    };
-                    match evaluate(a, &scope) {
-                        Ok(v) if is_unknown(&v) && !opts.read => {}
-                        Ok(v) if is_unknown(&v) => diags.push(diag_at(
-                            format!("provider argument `{}` must be known at plan time", a.name),
-                            &a.span,
-                        )),
-                        Ok(v) => {
-                            let j = to_json(&v);
-                            if let Err(expected) = spec.ty.check(&j) {
-                                diags.push(diag_at(
-                                    graph::arg_type_message(&a.name, None, spec.ty, expected, &j),
-                                    &a.span,
-                                ));
-                                continue;
-                            }
-                            args.insert(a.name.clone(), j);
-                        }
-                        Err(d) => diags.push(d),
-                    }
-                }
-                provider_args.insert(p.key(), args);
-            }
-            Node::Block(bi) => {
-                let block = &config.blocks[bi];
-                let base = block.address();
-                let scope = PlanScope {
-                    vars: &variables,
-                    locals: &locals,
-                    blocks: &blocks,
-                    count: None,
-                    each: None,
-                };
-                // A secret must not become an instance key or count (they show in addresses).
-                if let Some(meta) = [&block.count, &block.for_each]
-                    .into_iter()
-                    .flatten()
-                    .find(|m| sens.refers(m))
-                {
-                    diags.push(diag_at(
-                        format!(
-                            "`{}` of `{base}` derives from a sensitive value; instance keys show in addresses, plan and journal, so they cannot be sensitive",
-                            meta.name
-                        ),
-                        &meta.span,
-                    ));
-                    blocks.insert(base, eval::unknown());
-                    continue;
-                }
-                // Arguments that derive from a sensitive value (the same for every instance).
-                let sensitive_args: Vec<String> = block
-                    .args
-                    .iter()
-                    .filter(|a| sens.refers(a))
-                    .map(|a| a.name.clone())
-                    .collect();
-                let mut output_names: HashSet<String> = HashSet::new();
-                let expansion = match expand(block, &scope, !opts.read) {
-                    Ok(e) => e,
-                    Err(d) => {
-                        diags.push(d);
-                        blocks.insert(base, eval::unknown());
-                        continue;
-                    }
-                };
-                total_instances += expansion.len();
-                if total_instances > MAX_INSTANCES {
-                    diags.push(diag_at(
-                        format!(
-                            "the procedure has more than {MAX_INSTANCES} step and data instances (the limit per procedure) once `{base}` is expanded; split it into several procedures"
-                        ),
-                        &block.span,
-                    ));
-                    // Stop here: expanding further would only allocate more.
-                    diags.attach_sources(&config.sources);
-                    return Err(diags.into());
-                }
-                let mut values: Vec<(Option<IndexKey>, Value)> =
-                    Vec::with_capacity(expansion.len());
-                for (key, count, each) in expansion {
-                    let scope = PlanScope {
-                        vars: &variables,
-                        locals: &locals,
-                        blocks: &blocks,
-                        count,
-                        each: each.clone(),
-                    };
-                    let address = instance_address(&base, &key);
-                    let mut inputs = Inputs::new();
-                    let mut ok = true;
-                    let arg_specs = match block.kind {
-                        BlockKind::Step => registry.step(&block.type_name).map(|t| t.args()),
-                        BlockKind::Data => registry.data(&block.type_name).map(|t| t.args()),
-                    }
-                    .unwrap_or(&[]);
-                    let resumed_finished = opts.finished_outputs.contains_key(&address);
-                    for a in &block.args {
-                        match evaluate(a, &scope) {
-                            Ok(v) => {
-                                if is_unknown(&v) && !resumed_finished {
-                                    if let Some(d) = needs_gone_output(&address, a, &config, &gone)
-                                    {
-                                        diags.push(d);
-                                        ok = false;
-                                    }
-                                }
-                                let j = to_json(&v);
-                                if !json_is_unknown(&j) {
-                                    if let Some(spec) = arg_specs.iter().find(|s| s.name == a.name)
-                                    {
-                                        if let Err(expected) = spec.ty.check(&j) {
-                                            diags.push(diag_at(
-                                                graph::arg_type_message(
-                                                    &a.name,
-                                                    Some(&address),
-                                                    spec.ty,
-                                                    expected,
-                                                    &j,
-                                                ),
-                                                &a.span,
-                                            ));
-                                            ok = false;
-                                        }
-                                    }
-                                }
-                                if !j.is_null() {
-                                    inputs.insert(a.name.clone(), j);
-                                }
-                            }
-                            Err(d) => {
-                                diags.push(d);
-                                ok = false;
-                            }
-                        }
-                    }
-                    if !ok {
-                        values.push((key, eval::unknown()));
-                        continue;
-                    }
-                    let provider_key = cgraph.block_provider[bi].clone();
-                    match block.kind {
-                        BlockKind::Data => {
-                            let value = if opts.read
-                                && !crate::config::eval::map_is_unknown(&inputs)
-                            {
-                                let provs = providers
-                                    .get_or_insert_with(|| {
-                                        Arc::new(Providers::new(registry, provider_args.clone()))
-                                    })
-                                    .clone();
-                                let ds = registry.data(&block.type_name).expect("validated type");
-                                let ctx = StepContext {
-                                    address: address.clone(),
-                                    target: String::new(),
-                                    provider: match &provider_key {
-                                        Some(k) => Some(provs.client(k).await),
-                                        None => None,
-                                    },
-                                    timeout: DEFAULT_TIMEOUT,
-                                    read_timeout: DEFAULT_READ_TIMEOUT,
-                                    cancel: Default::default(),
-                                };
-                                match ds.read(&ctx, &inputs).await {
-                                    Ok(v) => from_json(&v),
-                                    Err(e) => {
-                                        diags.push(diag_at(
-                                            format!("reading `{address}`: {e}"),
-                                            &block.span,
-                                        ));
-                                        eval::unknown()
-                                    }
-                                }
-                            } else {
-                                eval::unknown()
-                            };
-                            let mut merged = instance_value(&inputs, &Json::Null);
-                            if let (Value::Object(m), Value::Object(v)) = (&mut merged, &value) {
-                                m.extend(v.clone());
-                            } else if is_unknown(&value) {
-                                merged = eval::unknown();
-                            }
-                            if !sensitive_args.is_empty() {
-                                redactor.add_value(&merged, redact::Leaves::LongStrings);
-                            }
-                            data.insert(address.clone(), merged.clone());
-                            values.push((key, merged));
-                        }
-                        BlockKind::Step => {
-                            let st = registry.step(&block.type_name).expect("validated type");
-                            let timeout =
-                                match eval_meta_timeout(&block.timeout, &scope, !opts.read) {
-                                    Ok(t) => t,
-                                    Err(d) => {
-                                        diags.push(d);
-                                        DEFAULT_TIMEOUT
-                                    }
-                                };
-                            let env = TargetEnv {
-                                address: address.clone(),
-                                provider_args: provider_key
-                                    .as_ref()
-                                    .and_then(|k| provider_args.get(k).cloned())
-                                    .unwrap_or_default(),
-                            };
-                            let target = st.target(&env, &inputs);
-                            let planned_outputs = match opts.finished_outputs.get(&address) {
-                                // The journal holds no sensitive outputs: derive them again
-                                // from the inputs (re-supplied sensitive variables) where the
-                                // step type can; what it cannot stays unknown, and a step
-                                // still to run that needs it is refused (`needs_gone_output`).
-                                Some(o) if is_sensitive_marker(o) => {
-                                    let mut derived = st.planned_outputs(&inputs);
-                                    if block
-                                        .args
-                                        .iter()
-                                        .any(|a| calls_impure(a, &config, &mut HashSet::new()))
-                                    {
-                                        // `timestamp()` would derive another value than
-                                        // the one the step ran with.
-                                        if let Json::Object(o) = &mut derived {
-                                            for v in o.values_mut() {
-                                                *v = Json::String(eval::UNKNOWN.into());
-                                            }
-                                        }
-                                    }
-                                    if json_is_unknown(&derived) {
-                                        gone.entry(base.clone()).or_default().push((
-                                            address.clone(),
-                                            key.clone(),
-                                            derived.clone(),
-                                        ));
-                                    }
-                                    derived
-                                }
-                                Some(o) => o.clone(),
-                                None => st.planned_outputs(&inputs),
-                            };
-                            if !sensitive_args.is_empty() {
-                                for a in &sensitive_args {
-                                    if let Some(v) = inputs.get(a) {
-                                        redactor.add_json(v, redact::Leaves::LongStrings);
-                                    }
-                                }
-                                redactor.add_json(&planned_outputs, redact::Leaves::LongStrings);
-                            }
-                            if let Json::Object(o) = &planned_outputs {
-                                output_names.extend(o.keys().cloned());
-                            }
-                            let value = instance_value(&inputs, &planned_outputs);
-                            block_instances[bi].push(instances.len());
-                            instances.push(Instance {
-                                address,
-                                block: bi,
-                                key: key.clone(),
-                                type_name: block.type_name.clone(),
-                                deps: Vec::new(),
-                                inputs,
-                                target,
-                                provider: provider_key,
-                                timeout,
-                                read_timeout: if block.timeout.is_some() {
-                                    timeout
-                                } else {
-                                    DEFAULT_READ_TIMEOUT
-                                },
-                                change: Change::noop(Vec::new()),
-                                before: None,
-                                planned_outputs,
-                                each_value: each.as_ref().map(|(_, v)| to_json(v)),
-                                sensitive: !sensitive_args.is_empty(),
-                                sensitive_args: sensitive_args.clone(),
-                            });
-                            values.push((key, value));
-                        }
-                    }
-                }
-                if !sensitive_args.is_empty() {
-                    sens.blocks.insert(
-                        base.clone(),
-                        SensitiveBlock {
-                            data: block.kind == BlockKind::Data,
-                            args: block.args.iter().map(|a| a.name.clone()).collect(),
-                            sensitive_args: sensitive_args.iter().cloned().collect(),
-                            outputs: output_names,
-                        },
-                    );
-                }
-                let block_value = if block.count.is_some() {
-                    Value::Array(values.into_iter().map(|(_, v)| v).collect())
-                } else if block.for_each.is_some() {
-                    Value::Object(
-                        values
-                            .into_iter()
-                            .map(|(k, v)| match k {
-                                Some(IndexKey::Str(s)) => (s, v),
-                                _ => (String::new(), v),
-                            })
-                            .collect(),
-                    )
-                } else {
-                    values.pop().map(|(_, v)| v).unwrap_or(Value::Null)
-                };
-                blocks.insert(base, block_value);
-            }
-            Node::Output(_) => {}
-        }
-    }
-    if diags.has_errors() {
-        return Err(failed(diags, &config, &redactor));
-    }
-
-    // Instance dependencies.
-    for idx in 0..instances.len() {
-        let bi = instances[idx].block;
-        let mut deps = Vec::new();
-        for dep in &cgraph.block_deps[bi] {
-            if config.blocks[dep.block].kind != BlockKind::Step {
-                continue;
-            }
-            for &j in &block_instances[dep.block] {
-                if dep.index.is_none() || dep.index == instances[j].key {
-                    deps.push(j);
-                }
-            }
-        }
-        if let Some(d) = cgraph.block_deps[bi].iter().find(|d| {
-            d.index.is_some()
-                && !block_instances[d.block]
-                    .iter()
-                    .any(|&j| instances[j].key == d.index)
-        }) {
-            diags.push(diag_at(
-                format!(
-                    "`{}` refers to instance {:?} of `{}`, which does not exist",
-                    instances[idx].address,
-                    d.index
-                        .as_ref()
-                        .map(|k| match k {
-                            IndexKey::Int(i) => i.to_string(),
-                            IndexKey::Str(s) => s.clone(),
-                        })
-                        .unwrap_or_default(),
-                    config.blocks[d.block].address()
-                ),
-                &config.blocks[bi].span,
-            ));
-        }
-        deps.sort_unstable();
-        deps.dedup();
-        instances[idx].deps = deps;
-    }
-    // Topological order of instances (blocks are already in order; instances of a block
-    // follow all instances they depend on).
-    let igraph = instance_graph(&instances);
-    let writers: Vec<Writer<'_>> = instances
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| !i.target.contains(eval::UNKNOWN))
-        .map(|(n, i)| Writer {
-            node: NodeIndex::new(n),
-            address: &i.address,
-            target: &i.target,
-            span: &config.blocks[i.block].span,
-        })
-        .collect();
-    diags.extend(graph::unordered_writers(&igraph, &writers, &config));
-    if diags.has_errors() {
-        return Err(failed(diags, &config, &redactor));
-    }
-
-    let providers = providers.unwrap_or_else(|| Arc::new(Providers::new(registry, provider_args.clone())));
-
-    // Read every distinct target once, concurrently.
-    let mut reads: BTreeMap<String, Option<Json>> = BTreeMap::new();
-    if opts.read {
-        let sem = Arc::new(Semaphore::new(opts.parallelism.max(1)));
-        let mut set = tokio::task::JoinSet::new();
-        let mut first_reader: HashMap<&str, usize> = HashMap::new();
-        for (idx, inst) in instances.iter().enumerate() {
-            let st = registry.step(&inst.type_name).expect("validated type");
-            if !st.reads() || crate::config::eval::map_is_unknown(&inst.inputs) {
-                continue;
-            }
-            if first_reader.contains_key(inst.target.as_str()) {
-                continue;
-            }
-            first_reader.insert(&inst.target, idx);
-            let st = st.clone();
-            let sem = sem.clone();
-            let providers = providers.clone();
-            let inst = inst.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let ctx = providers.context(&inst).await;
-                let r = st.read(&ctx, &inst.inputs).await;
-                (idx, inst.target, r)
-            });
-        }
-        while let Some(res) = set.join_next().await {
-            match res {
-                Ok((_, target, Ok(state))) => {
-                    reads.insert(target, state);
-                }
-                Ok((idx, target, Err(e))) => diags.push(diag_at(
-                    format!("`{}`: reading `{target}`: {e}", instances[idx].address),
-                    &config.blocks[instances[idx].block].span,
-                )),
-                Err(e) => diags.push(Diagnostic::error(format!("a read task failed: {e}"))),
-            }
-        }
-        if diags.has_errors() {
-            return Err(failed(diags, &config, &redactor));
-        }
-    }
-
-    // Walk in order, planning against the predicted state.
-    let mut predicted: HashMap<String, Option<Json>> = HashMap::new();
-    for inst in instances.iter_mut() {
-        let st = registry.step(&inst.type_name).expect("validated type");
-        let state: Option<Option<Json>> = predicted
-            .get(&inst.target)
-            .cloned()
-            .or_else(|| reads.get(&inst.target).cloned());
-        let current = match &state {
-            Some(Some(s)) => Current::Known(s),
-            Some(None) => Current::Absent,
-            None => Current::NotRead,
-        };
-        let plan_inputs = &inst.inputs;
-        let finished = opts.finished_outputs.contains_key(&inst.address);
-        match st.plan(plan_inputs, current) {
-            Ok(change) => {
-                inst.change = if finished {
-                    Change {
-                        action: Action::NoOp,
-                        fields: change.fields,
-                        summary: vec!["finished in the run being resumed".into()],
-                    }
-                } else {
-                    change
-                };
-            }
-            Err(msg) => {
-                diags.push(diag_at(
-                    format!("`{}` on `{}`: {msg}", inst.address, inst.target),
-                    &config.blocks[inst.block].span,
-                ));
-                continue;
-            }
-        }
-        if inst.change.action == Action::NoOp && !finished {
-            if let Some(Some(observed)) = &state {
-                if let Some(o) = st.outputs_from_state(plan_inputs, observed) {
-                    inst.planned_outputs = o;
-                }
-            }
-        }
-        inst.before = state.clone().flatten();
-        if let Some(next) = st.predict(plan_inputs, current) {
-            predicted.insert(inst.target.clone(), Some(next));
-        } else if state.is_some() {
-            predicted.insert(inst.target.clone(), state.flatten());
-        }
-    }
-
-    if diags.has_errors() {
-        return Err(failed(diags, &config, &redactor));
-    }
-    drop(blocks);
+    let mut p = Planner::new(&config, &cgraph, registry, &variables, opts);
+    p.evaluate_config().await?;
+    p.link_instances()?;
+    let providers = p.providers();
+    let reads = p.read_targets(&providers).await?;
+    p.plan_changes(&reads)?;
+    let Planner {
+        diags,
+        locals,
+        data,
+        instances,
+        block_instances,
+        sens,
+        redactor,
+        gone,
+        ..
+    } = p;
     let block_index = config
         .blocks
         .iter()
         .enumerate()
         .map(|(i, b)| (b.address(), i))
         .collect();
-    let mut plan = Plan {
+    let plan = Plan {
         config,
         variables,
         instances,
@@ -1194,7 +683,17 @@ pub async fn plan(
         redactor: RwLock::new(redactor),
         gone,
     };
-    // Outputs as known now: planned outputs, or observed ones for steps with nothing to do.
+    let plan = evaluate_outputs(plan, &sens, diags)?;
+    Ok((plan, providers))
+}
+
+/// Last pass: the `output` blocks, as known now (planned outputs, or observed ones for steps
+/// with nothing to do). An output that refers to a sensitive value must say `sensitive`.
+fn evaluate_outputs(
+    mut plan: Plan,
+    sens: &Sensitivity,
+    mut diags: Diagnostics,
+) -> Result<Plan, PlanError> {
     let known: HashMap<String, Json> = plan
         .instances
         .iter()
@@ -1222,7 +721,690 @@ pub async fn plan(
         return Err(failed(diags, &plan.config, &redactor));
     }
     plan.outputs = outputs;
-    Ok((plan, providers))
+    Ok(plan)
+}
+
+/// One instance of a block being evaluated: its address, key, `count.index` and `each`.
+struct InstanceEval {
+    address: String,
+    key: Option<IndexKey>,
+    count: Option<u64>,
+    each: Option<(Value, Value)>,
+}
+
+/// The state of one plan, pass by pass. Each pass collects diagnostics; a pass that found
+/// errors ends the plan with all of them ([`Planner::check`]).
+struct Planner<'a> {
+    config: &'a Config,
+    cgraph: &'a ConfigGraph,
+    registry: &'a Registry,
+    variables: &'a Map<String, Value>,
+    opts: &'a PlanOptions,
+    diags: Diagnostics,
+    /// Evaluated locals.
+    locals: HashMap<String, Value>,
+    /// Values of step and data blocks as references see them, by block address.
+    blocks: HashMap<String, Value>,
+    /// Values of data source instances, by address.
+    data: HashMap<String, Value>,
+    /// Evaluated provider block arguments, by provider key.
+    provider_args: HashMap<String, ProviderArgs>,
+    instances: Vec<Instance>,
+    /// For each block, indices of its step instances.
+    block_instances: Vec<Vec<usize>>,
+    /// Created when the first data source is read, else after the instances are linked.
+    providers: Option<Arc<Providers>>,
+    /// What is sensitive.
+    sens: Sensitivity,
+    /// The secrets to scrub from messages.
+    redactor: redact::Redactor,
+    gone: Gone,
+    total_instances: usize,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        config: &'a Config,
+        cgraph: &'a ConfigGraph,
+        registry: &'a Registry,
+        variables: &'a Map<String, Value>,
+        opts: &'a PlanOptions,
+    ) -> Planner<'a> {
+        let mut redactor = redact::Redactor::new();
+        for v in config.variables.iter().filter(|v| v.sensitive) {
+            if let Some(value) = variables.get(&v.name) {
+                redactor.add_value(value, redact::Leaves::All);
+            }
+        }
+        Planner {
+            config,
+            cgraph,
+            registry,
+            variables,
+            opts,
+            diags: Diagnostics::default(),
+            locals: HashMap::new(),
+            blocks: HashMap::with_capacity(config.blocks.len()),
+            data: HashMap::new(),
+            provider_args: HashMap::new(),
+            instances: Vec::with_capacity(config.blocks.len()),
+            block_instances: vec![Vec::new(); config.blocks.len()],
+            providers: None,
+            sens: Sensitivity::new(config),
+            redactor,
+            gone: Gone::new(),
+            total_instances: 0,
+        }
+    }
+
+    /// The evaluation scope of what has been evaluated so far.
+    fn scope(&self, count: Option<u64>, each: Option<(Value, Value)>) -> PlanScope<'_> {
+        PlanScope {
+            vars: self.variables,
+            locals: &self.locals,
+            blocks: &self.blocks,
+            count,
+            each,
+        }
+    }
+
+    /// Ends the plan when a pass found errors: every diagnostic, sources attached, secrets
+    /// scrubbed.
+    fn check(&mut self) -> Result<(), PlanError> {
+        if self.diags.has_errors() {
+            let diags = std::mem::take(&mut self.diags);
+            return Err(failed(diags, self.config, &self.redactor));
+        }
+        Ok(())
+    }
+
+    /// The providers, connected lazily (shared with apply).
+    fn providers(&mut self) -> Arc<Providers> {
+        let (registry, args) = (self.registry, &self.provider_args);
+        self.providers
+            .get_or_insert_with(|| Arc::new(Providers::new(registry, args.clone())))
+            .clone()
+    }
+
+    /// Pass 1: evaluates every node in graph order: locals, provider blocks, and step and data
+    /// blocks (expanded into instances, data sources read).
+    async fn evaluate_config(&mut self) -> Result<(), PlanError> {
+        let cgraph = self.cgraph;
+        for node in &cgraph.order {
+            match *node {
+                Node::Local(i) => self.eval_local(i),
+                Node::Provider(i) => self.eval_provider(i),
+                Node::Block(bi) => self.eval_block(bi).await?,
+                Node::Output(_) => {}
+            }
+        }
+        self.check()
+    }
+
+    /// A local; one that refers to a sensitive value is sensitive.
+    fn eval_local(&mut self, i: usize) {
+        let attr = &self.config.locals[i].attr;
+        let secret = self.sens.refers(attr);
+        if secret {
+            self.sens.names.insert(format!("local.{}", attr.name));
+        }
+        let result = evaluate(attr, &self.scope(None, None));
+        match result {
+            Ok(v) => {
+                if secret {
+                    self.redactor.add_value(&v, redact::Leaves::LongStrings);
+                }
+                self.locals.insert(attr.name.clone(), v);
+            }
+            Err(d) => {
+                self.diags.push(d);
+                self.locals.insert(attr.name.clone(), eval::unknown());
+            }
+        }
+    }
+
+    /// A provider block's arguments, typed by the provider's own table (unknown providers and
+    /// arguments were reported when the graph was built). They must be known at plan time.
+    fn eval_provider(&mut self, i: usize) {
+        let p = &self.config.providers[i];
+        let specs = self
+            .registry
+            .provider(&p.name)
+            .map_or(&[][..], |k| k.args());
+        let mut args = ProviderArgs::new();
+        for a in &p.args {
+            let Some(spec) = specs.iter().find(|s| s.name == a.name) else {
+                continue;
+            };
+            let result = evaluate(a, &self.scope(None, None));
+            match result {
+                Ok(v) if is_unknown(&v) && !self.opts.read => {}
+                Ok(v) if is_unknown(&v) => self.diags.push(diag_at(
+                    format!("provider argument `{}` must be known at plan time", a.name),
+                    &a.span,
+                )),
+                Ok(v) => {
+                    let j = to_json(&v);
+                    if let Err(expected) = spec.ty.check(&j) {
+                        self.diags.push(diag_at(
+                            graph::arg_type_message(&a.name, None, spec.ty, expected, &j),
+                            &a.span,
+                        ));
+                        continue;
+                    }
+                    args.insert(a.name.clone(), j);
+                }
+                Err(d) => self.diags.push(d),
+            }
+        }
+        self.provider_args.insert(p.key(), args);
+    }
+
+    /// A step or data block: expands `count`/`for_each` into instances, evaluates each
+    /// instance's inputs, reads data sources, and records step instances with their targets.
+    /// Sets the block's value for later references.
+    ///
+    /// # Errors
+    ///
+    /// At once when the procedure grows past [`MAX_INSTANCES`].
+    async fn eval_block(&mut self, bi: usize) -> Result<(), PlanError> {
+        let config = self.config;
+        let block = &config.blocks[bi];
+        let base = block.address();
+        // A secret must not become an instance key or count (they show in addresses).
+        if let Some(meta) = [&block.count, &block.for_each]
+            .into_iter()
+            .flatten()
+            .find(|m| self.sens.refers(m))
+        {
+            self.diags.push(diag_at(
+                format!(
+                    "`{}` of `{base}` derives from a sensitive value; instance keys show in addresses, plan and journal, so they cannot be sensitive",
+                    meta.name
+                ),
+                &meta.span,
+            ));
+            self.blocks.insert(base, eval::unknown());
+            return Ok(());
+        }
+        // Arguments that derive from a sensitive value (the same for every instance).
+        let sensitive_args: Vec<String> = block
+            .args
+            .iter()
+            .filter(|a| self.sens.refers(a))
+            .map(|a| a.name.clone())
+            .collect();
+        let mut output_names: HashSet<String> = HashSet::new();
+        let expansion = expand(block, &self.scope(None, None), !self.opts.read);
+        let expansion = match expansion {
+            Ok(e) => e,
+            Err(d) => {
+                self.diags.push(d);
+                self.blocks.insert(base, eval::unknown());
+                return Ok(());
+            }
+        };
+        self.total_instances += expansion.len();
+        if self.total_instances > MAX_INSTANCES {
+            self.diags.push(diag_at(
+                format!(
+                    "the procedure has more than {MAX_INSTANCES} step and data instances (the limit per procedure) once `{base}` is expanded; split it into several procedures"
+                ),
+                &block.span,
+            ));
+            // Stop here: expanding further would only allocate more.
+            let mut diags = std::mem::take(&mut self.diags);
+            diags.attach_sources(&config.sources);
+            return Err(diags.into());
+        }
+        let mut values: Vec<(Option<IndexKey>, Value)> = Vec::with_capacity(expansion.len());
+        for (key, count, each) in expansion {
+            let ie = InstanceEval {
+                address: instance_address(&base, &key),
+                key,
+                count,
+                each,
+            };
+            let Some(inputs) = self.eval_inputs(block, &ie) else {
+                values.push((ie.key, eval::unknown()));
+                continue;
+            };
+            let provider_key = self.cgraph.block_provider[bi].clone();
+            let value = match block.kind {
+                BlockKind::Data => {
+                    self.read_data(block, &ie, inputs, provider_key, &sensitive_args)
+                        .await
+                }
+                BlockKind::Step => self.add_step_instance(
+                    bi,
+                    &ie,
+                    inputs,
+                    provider_key,
+                    &sensitive_args,
+                    &mut output_names,
+                ),
+            };
+            values.push((ie.key, value));
+        }
+        if !sensitive_args.is_empty() {
+            self.sens.blocks.insert(
+                base.clone(),
+                SensitiveBlock {
+                    data: block.kind == BlockKind::Data,
+                    args: block.args.iter().map(|a| a.name.clone()).collect(),
+                    sensitive_args: sensitive_args.iter().cloned().collect(),
+                    outputs: output_names,
+                },
+            );
+        }
+        let block_value = if block.count.is_some() {
+            Value::Array(values.into_iter().map(|(_, v)| v).collect())
+        } else if block.for_each.is_some() {
+            Value::Object(
+                values
+                    .into_iter()
+                    .map(|(k, v)| match k {
+                        Some(IndexKey::Str(s)) => (s, v),
+                        _ => (String::new(), v),
+                    })
+                    .collect(),
+            )
+        } else {
+            values.pop().map(|(_, v)| v).unwrap_or(Value::Null)
+        };
+        self.blocks.insert(base, block_value);
+        Ok(())
+    }
+
+    /// The inputs of one instance, each checked against its type's argument table. None when
+    /// an argument failed (reported), or needs an output lost on resume.
+    fn eval_inputs(
+        &mut self,
+        block: &crate::config::BlockDef,
+        ie: &InstanceEval,
+    ) -> Option<Inputs> {
+        let config = self.config;
+        let address = &ie.address;
+        let mut inputs = Inputs::new();
+        let mut ok = true;
+        let arg_specs = match block.kind {
+            BlockKind::Step => self.registry.step(&block.type_name).map(|t| t.args()),
+            BlockKind::Data => self.registry.data(&block.type_name).map(|t| t.args()),
+        }
+        .unwrap_or(&[]);
+        let resumed_finished = self.opts.finished_outputs.contains_key(address);
+        for a in &block.args {
+            let result = evaluate(a, &self.scope(ie.count, ie.each.clone()));
+            match result {
+                Ok(v) => {
+                    if is_unknown(&v) && !resumed_finished {
+                        if let Some(d) = needs_gone_output(address, a, config, &self.gone) {
+                            self.diags.push(d);
+                            ok = false;
+                        }
+                    }
+                    let j = to_json(&v);
+                    if !json_is_unknown(&j) {
+                        if let Some(spec) = arg_specs.iter().find(|s| s.name == a.name) {
+                            if let Err(expected) = spec.ty.check(&j) {
+                                self.diags.push(diag_at(
+                                    graph::arg_type_message(
+                                        &a.name,
+                                        Some(address),
+                                        spec.ty,
+                                        expected,
+                                        &j,
+                                    ),
+                                    &a.span,
+                                ));
+                                ok = false;
+                            }
+                        }
+                    }
+                    if !j.is_null() {
+                        inputs.insert(a.name.clone(), j);
+                    }
+                }
+                Err(d) => {
+                    self.diags.push(d);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(inputs)
+    }
+
+    /// Reads a data source instance (when reading and its inputs are known); returns its value:
+    /// its inputs overlaid with what it read, or unknown.
+    async fn read_data(
+        &mut self,
+        block: &crate::config::BlockDef,
+        ie: &InstanceEval,
+        inputs: Inputs,
+        provider_key: Option<String>,
+        sensitive_args: &[String],
+    ) -> Value {
+        let address = &ie.address;
+        let value = if self.opts.read && !crate::config::eval::map_is_unknown(&inputs) {
+            let provs = self.providers();
+            let ds = self
+                .registry
+                .data(&block.type_name)
+                .expect("validated type");
+            let ctx = StepContext {
+                address: address.clone(),
+                target: String::new(),
+                provider: match &provider_key {
+                    Some(k) => Some(provs.client(k).await),
+                    None => None,
+                },
+                timeout: DEFAULT_TIMEOUT,
+                read_timeout: DEFAULT_READ_TIMEOUT,
+                cancel: Default::default(),
+            };
+            match ds.read(&ctx, &inputs).await {
+                Ok(v) => from_json(&v),
+                Err(e) => {
+                    self.diags
+                        .push(diag_at(format!("reading `{address}`: {e}"), &block.span));
+                    eval::unknown()
+                }
+            }
+        } else {
+            eval::unknown()
+        };
+        let mut merged = instance_value(&inputs, &Json::Null);
+        if let (Value::Object(m), Value::Object(v)) = (&mut merged, &value) {
+            m.extend(v.clone());
+        } else if is_unknown(&value) {
+            merged = eval::unknown();
+        }
+        if !sensitive_args.is_empty() {
+            self.redactor
+                .add_value(&merged, redact::Leaves::LongStrings);
+        }
+        self.data.insert(address.clone(), merged.clone());
+        merged
+    }
+
+    /// Records a step instance: its timeout, target and planned outputs (derived again on
+    /// resume for a sensitive step finished earlier). Returns its value for references.
+    fn add_step_instance(
+        &mut self,
+        bi: usize,
+        ie: &InstanceEval,
+        inputs: Inputs,
+        provider_key: Option<String>,
+        sensitive_args: &[String],
+        output_names: &mut HashSet<String>,
+    ) -> Value {
+        let config = self.config;
+        let block = &config.blocks[bi];
+        let address = ie.address.clone();
+        let st = self
+            .registry
+            .step(&block.type_name)
+            .expect("validated type");
+        let timeout = eval_meta_timeout(
+            &block.timeout,
+            &self.scope(ie.count, ie.each.clone()),
+            !self.opts.read,
+        );
+        let timeout = match timeout {
+            Ok(t) => t,
+            Err(d) => {
+                self.diags.push(d);
+                DEFAULT_TIMEOUT
+            }
+        };
+        let env = TargetEnv {
+            address: address.clone(),
+            provider_args: provider_key
+                .as_ref()
+                .and_then(|k| self.provider_args.get(k).cloned())
+                .unwrap_or_default(),
+        };
+        let target = st.target(&env, &inputs);
+        let planned_outputs = match self.opts.finished_outputs.get(&address) {
+            // The journal holds no sensitive outputs: derive them again from the inputs
+            // (re-supplied sensitive variables) where the step type can; what it cannot stays
+            // unknown, and a step still to run that needs it is refused (`needs_gone_output`).
+            Some(o) if is_sensitive_marker(o) => {
+                let mut derived = st.planned_outputs(&inputs);
+                if block
+                    .args
+                    .iter()
+                    .any(|a| calls_impure(a, config, &mut HashSet::new()))
+                {
+                    // `timestamp()` would derive another value than the one the step ran with.
+                    if let Json::Object(o) = &mut derived {
+                        for v in o.values_mut() {
+                            *v = Json::String(eval::UNKNOWN.into());
+                        }
+                    }
+                }
+                if json_is_unknown(&derived) {
+                    self.gone.entry(block.address()).or_default().push((
+                        address.clone(),
+                        ie.key.clone(),
+                        derived.clone(),
+                    ));
+                }
+                derived
+            }
+            Some(o) => o.clone(),
+            None => st.planned_outputs(&inputs),
+        };
+        if !sensitive_args.is_empty() {
+            for a in sensitive_args {
+                if let Some(v) = inputs.get(a) {
+                    self.redactor.add_json(v, redact::Leaves::LongStrings);
+                }
+            }
+            self.redactor
+                .add_json(&planned_outputs, redact::Leaves::LongStrings);
+        }
+        if let Json::Object(o) = &planned_outputs {
+            output_names.extend(o.keys().cloned());
+        }
+        let value = instance_value(&inputs, &planned_outputs);
+        self.block_instances[bi].push(self.instances.len());
+        self.instances.push(Instance {
+            address,
+            block: bi,
+            key: ie.key.clone(),
+            type_name: block.type_name.clone(),
+            deps: Vec::new(),
+            inputs,
+            target,
+            provider: provider_key,
+            timeout,
+            read_timeout: if block.timeout.is_some() {
+                timeout
+            } else {
+                DEFAULT_READ_TIMEOUT
+            },
+            change: Change::noop(Vec::new()),
+            before: None,
+            planned_outputs,
+            each_value: ie.each.as_ref().map(|(_, v)| to_json(v)),
+            sensitive: !sensitive_args.is_empty(),
+            sensitive_args: sensitive_args.to_vec(),
+        });
+        value
+    }
+
+    /// Pass 2: instance dependencies (from block dependencies and instance keys), then two
+    /// instances with the same target and no path between them are refused.
+    fn link_instances(&mut self) -> Result<(), PlanError> {
+        let config = self.config;
+        let cgraph = self.cgraph;
+        let instances = &mut self.instances;
+        let block_instances = &self.block_instances;
+        for idx in 0..instances.len() {
+            let bi = instances[idx].block;
+            let mut deps = Vec::new();
+            for dep in &cgraph.block_deps[bi] {
+                if config.blocks[dep.block].kind != BlockKind::Step {
+                    continue;
+                }
+                for &j in &block_instances[dep.block] {
+                    if dep.index.is_none() || dep.index == instances[j].key {
+                        deps.push(j);
+                    }
+                }
+            }
+            if let Some(d) = cgraph.block_deps[bi].iter().find(|d| {
+                d.index.is_some()
+                    && !block_instances[d.block]
+                        .iter()
+                        .any(|&j| instances[j].key == d.index)
+            }) {
+                self.diags.push(diag_at(
+                    format!(
+                        "`{}` refers to instance {:?} of `{}`, which does not exist",
+                        instances[idx].address,
+                        d.index
+                            .as_ref()
+                            .map(|k| match k {
+                                IndexKey::Int(i) => i.to_string(),
+                                IndexKey::Str(s) => s.clone(),
+                            })
+                            .unwrap_or_default(),
+                        config.blocks[d.block].address()
+                    ),
+                    &config.blocks[bi].span,
+                ));
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            instances[idx].deps = deps;
+        }
+        // Topological order of instances (blocks are already in order; instances of a block
+        // follow all instances they depend on).
+        let igraph = instance_graph(&self.instances);
+        let writers: Vec<Writer<'_>> = self
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !i.target.contains(eval::UNKNOWN))
+            .map(|(n, i)| Writer {
+                node: NodeIndex::new(n),
+                address: &i.address,
+                target: &i.target,
+                span: &config.blocks[i.block].span,
+            })
+            .collect();
+        let unordered = graph::unordered_writers(&igraph, &writers, config);
+        self.diags.extend(unordered);
+        self.check()
+    }
+
+    /// Pass 3: reads every distinct target once, concurrently (bounded by `parallelism`);
+    /// returns the state of each target (None: it does not exist). Nothing when not reading.
+    async fn read_targets(
+        &mut self,
+        providers: &Arc<Providers>,
+    ) -> Result<BTreeMap<String, Option<Json>>, PlanError> {
+        let mut reads: BTreeMap<String, Option<Json>> = BTreeMap::new();
+        if !self.opts.read {
+            return Ok(reads);
+        }
+        let sem = Arc::new(Semaphore::new(self.opts.parallelism.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        let mut first_reader: HashMap<&str, usize> = HashMap::new();
+        for (idx, inst) in self.instances.iter().enumerate() {
+            let st = self.registry.step(&inst.type_name).expect("validated type");
+            if !st.reads() || crate::config::eval::map_is_unknown(&inst.inputs) {
+                continue;
+            }
+            if first_reader.contains_key(inst.target.as_str()) {
+                continue;
+            }
+            first_reader.insert(&inst.target, idx);
+            let st = st.clone();
+            let sem = sem.clone();
+            let providers = providers.clone();
+            let inst = inst.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let ctx = providers.context(&inst).await;
+                let r = st.read(&ctx, &inst.inputs).await;
+                (idx, inst.target, r)
+            });
+        }
+        while let Some(res) = set.join_next().await {
+            match res {
+                Ok((_, target, Ok(state))) => {
+                    reads.insert(target, state);
+                }
+                Ok((idx, target, Err(e))) => self.diags.push(diag_at(
+                    format!("`{}`: reading `{target}`: {e}", self.instances[idx].address),
+                    &self.config.blocks[self.instances[idx].block].span,
+                )),
+                Err(e) => self
+                    .diags
+                    .push(Diagnostic::error(format!("a read task failed: {e}"))),
+            }
+        }
+        self.check()?;
+        Ok(reads)
+    }
+
+    /// Pass 4: walks the instances in order, planning each change against the *predicted*
+    /// state of its target: what was read, overridden by the `predict` of earlier steps on the
+    /// same target.
+    fn plan_changes(&mut self, reads: &BTreeMap<String, Option<Json>>) -> Result<(), PlanError> {
+        let mut predicted: HashMap<String, Option<Json>> = HashMap::new();
+        for inst in self.instances.iter_mut() {
+            let st = self.registry.step(&inst.type_name).expect("validated type");
+            let state: Option<Option<Json>> = predicted
+                .get(&inst.target)
+                .cloned()
+                .or_else(|| reads.get(&inst.target).cloned());
+            let current = match &state {
+                Some(Some(s)) => Current::Known(s),
+                Some(None) => Current::Absent,
+                None => Current::NotRead,
+            };
+            let plan_inputs = &inst.inputs;
+            let finished = self.opts.finished_outputs.contains_key(&inst.address);
+            match st.plan(plan_inputs, current) {
+                Ok(change) => {
+                    inst.change = if finished {
+                        Change {
+                            action: Action::NoOp,
+                            fields: change.fields,
+                            summary: vec!["finished in the run being resumed".into()],
+                        }
+                    } else {
+                        change
+                    };
+                }
+                Err(msg) => {
+                    self.diags.push(diag_at(
+                        format!("`{}` on `{}`: {msg}", inst.address, inst.target),
+                        &self.config.blocks[inst.block].span,
+                    ));
+                    continue;
+                }
+            }
+            if inst.change.action == Action::NoOp && !finished {
+                if let Some(Some(observed)) = &state {
+                    if let Some(o) = st.outputs_from_state(plan_inputs, observed) {
+                        inst.planned_outputs = o;
+                    }
+                }
+            }
+            inst.before = state.clone().flatten();
+            if let Some(next) = st.predict(plan_inputs, current) {
+                predicted.insert(inst.target.clone(), Some(next));
+            } else if state.is_some() {
+                predicted.insert(inst.target.clone(), state.flatten());
+            }
+        }
+        self.check()
+    }
 }
 
 /// Diagnostics of a failed plan, sources attached and secrets scrubbed from their messages
@@ -1458,14 +1640,24 @@ mod tests {
         let mut args = HashMap::new();
         args.insert(
             "counting".to_string(),
-            serde_json::json!({"name": "main"}).as_object().unwrap().clone(),
+            serde_json::json!({"name": "main"})
+                .as_object()
+                .unwrap()
+                .clone(),
         );
         args.insert(
             "counting.west".to_string(),
-            serde_json::json!({"name": "west"}).as_object().unwrap().clone(),
+            serde_json::json!({"name": "west"})
+                .as_object()
+                .unwrap()
+                .clone(),
         );
         let providers = Providers::new(&registry, args);
-        assert_eq!(count.load(Ordering::SeqCst), 0, "connects only on first use");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "connects only on first use"
+        );
         let a = ctx(providers.client("counting").await);
         let _ = providers.client("counting").await;
         assert_eq!(count.load(Ordering::SeqCst), 1);
