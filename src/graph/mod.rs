@@ -742,16 +742,4 @@ step "noop" "b" { depends_on = [step.noop.c] }
         );
         assert!(text.contains("--> main.hcl:8:1"), "{text}");
     }
-
-    #[test]
-    fn aws_provider_block_with_an_unknown_argument_is_an_error_at_its_position() {
-        let text = build_src("provider \"aws\" {\n  region = \"eu-west-1\"\n  regoin = \"x\"\n}\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            text.contains("unknown argument `regoin` for provider `aws`; expected one of: region, endpoint_url, profile, max_attempts"),
-            "{text}"
-        );
-        assert!(text.contains("--> main.hcl:3:3"), "{text}");
-    }
 }

@@ -174,3 +174,25 @@ where
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_sources, SourceFile};
+
+    #[test]
+    fn a_provider_block_with_an_unknown_argument_is_an_error_at_its_position() {
+        let config = load_sources(vec![SourceFile::new(
+            "main.hcl",
+            "provider \"aws\" {\n  region = \"eu-west-1\"\n  regoin = \"x\"\n}\n",
+        )])
+        .unwrap();
+        let text = crate::graph::build(&config, &crate::provider::Registry::standard())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("unknown argument `regoin` for provider `aws`; expected one of: region, endpoint_url, profile, max_attempts"),
+            "{text}"
+        );
+        assert!(text.contains("--> main.hcl:3:3"), "{text}");
+    }
+}
