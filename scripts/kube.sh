@@ -197,7 +197,7 @@ wait_for() {
     until "$@" >/dev/null 2>&1; do
         if ! comp_pid "$dir" "$name" >/dev/null; then
             log_tail "$dir/$name.log"
-            die "$name exited before it was ready (log: $dir/$name.log)"
+            die "$name exited before it was ready (log: $dir/$name.log; if a port of $dir/ports.env is taken, remove that file to pick new ones)"
         fi
         if ((SECONDS >= deadline)); then
             log_tail "$dir/$name.log"
