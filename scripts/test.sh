@@ -7,6 +7,8 @@
 # Installs what the tests need (scripts/setup.sh), then points them at it:
 #   OPSCTL_MOTO_SERVER  the moto_server binary; each test starts its own on a free port
 #   OPSCTL_SEED_PYTHON  the venv's python, with boto3, for seed_platform.py and checks
+#   OPSCTL_KUBE_SH      scripts/kube.sh (after 'kube.sh install'); tests/kubernetes.rs
+#                       starts one kube-apiserver with it
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
 # (default $OPSCTL_CACHE/target), OPSCTL_TEST_THREADS (default 4).
 # Exits with cargo's status.
@@ -23,9 +25,11 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
 fi
 
 bash scripts/setup.sh
+bash scripts/kube.sh install
 
 export OPSCTL_MOTO_SERVER=$OPSCTL_CACHE/venv/bin/moto_server
 export OPSCTL_SEED_PYTHON=$OPSCTL_CACHE/venv/bin/python
+export OPSCTL_KUBE_SH=$ROOT/scripts/kube.sh
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 # Split our arguments at the first "--": before it for cargo, after it for the

@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod builtin;
+pub mod kubernetes;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -333,7 +334,7 @@ pub trait Provider: Send + Sync {
 /// Every provider opsctl knows. A new provider is one folder under `src/provider/` and one
 /// line here.
 pub fn providers() -> Vec<Arc<dyn Provider>> {
-    vec![Arc::new(aws::Aws)]
+    vec![Arc::new(aws::Aws), Arc::new(kubernetes::Kubernetes)]
 }
 
 /// Provider settings a target address may depend on (e.g. the AWS region).

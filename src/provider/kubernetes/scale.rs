@@ -1,0 +1,223 @@
+//! `kubernetes_scale`: set the replicas of a Deployment, StatefulSet or ReplicaSet through its
+//! `scale` subresource (what `kubectl scale` does), then optionally wait until that many
+//! replicas are ready (or, for 0, until none is left).
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::{json, Value as Json};
+
+use super::{api_error, context_and_namespace, is_not_found, KubeClients};
+use crate::config::eval::UNKNOWN;
+use crate::provider::aws::wait_until;
+use crate::provider::{
+    arg_bool, arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
+    ProviderError, StepContext, StepType, TargetEnv,
+};
+
+const ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "kind",
+        ty: ArgType::String,
+        required: true,
+        doc: "`Deployment`, `StatefulSet` or `ReplicaSet`",
+    },
+    ArgSpec {
+        name: "namespace",
+        ty: ArgType::String,
+        required: false,
+        doc: "namespace (default: the provider's)",
+    },
+    ArgSpec {
+        name: "name",
+        ty: ArgType::String,
+        required: true,
+        doc: "object name",
+    },
+    ArgSpec {
+        name: "replicas",
+        ty: ArgType::Count,
+        required: true,
+        doc: "desired replicas",
+    },
+    ArgSpec {
+        name: "wait",
+        ty: ArgType::Bool,
+        required: false,
+        doc: "wait until the replicas are ready (default true)",
+    },
+];
+
+/// `kubernetes_scale`.
+pub struct Scale;
+
+/// The kinds that can be scaled.
+const KINDS: &[&str] = &["Deployment", "StatefulSet", "ReplicaSet"];
+
+fn resource(kind: &str) -> Option<ApiResource> {
+    Some(match kind {
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
+        _ => return None,
+    })
+}
+
+struct Object<'a> {
+    kind: &'a str,
+    namespace: String,
+    name: &'a str,
+}
+
+impl<'a> Object<'a> {
+    /// `Deployment `ns/name``.
+    fn describe(&self) -> String {
+        format!("{} `{}/{}`", self.kind, self.namespace, self.name)
+    }
+
+    fn of(ctx: &StepContext, inputs: &'a Inputs) -> Result<(Object<'a>, Api<DynamicObject>), ProviderError> {
+        let clients = ctx.client::<KubeClients>()?;
+        let kind = arg_str(inputs, "kind").unwrap_or_default();
+        let ar = resource(kind).ok_or_else(|| ProviderError::new(bad_kind(kind)))?;
+        let namespace = arg_str(inputs, "namespace")
+            .map(str::to_string)
+            .unwrap_or_else(|| clients.namespace.clone());
+        let api = Api::namespaced_with(clients.client.clone(), &namespace, &ar);
+        Ok((
+            Object {
+                kind,
+                namespace,
+                name: arg_str(inputs, "name").unwrap_or_default(),
+            },
+            api,
+        ))
+    }
+}
+
+fn bad_kind(kind: &str) -> String {
+    format!(
+        "cannot scale kind `{kind}`; expected one of: {}",
+        KINDS.join(", ")
+    )
+}
+
+async fn read_scale(
+    ctx: &StepContext,
+    inputs: &Inputs,
+) -> Result<Option<Json>, ProviderError> {
+    let (obj, api) = Object::of(ctx, inputs)?;
+    match api.get_scale(obj.name).await {
+        Ok(s) => Ok(Some(json!({
+            "replicas": s.spec.and_then(|s| s.replicas).unwrap_or(0),
+        }))),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(api_error("get scale of", &obj.describe(), &e)),
+    }
+}
+
+#[async_trait]
+impl StepType for Scale {
+    fn name(&self) -> &'static str {
+        "kubernetes_scale"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("kubernetes")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        ARGS
+    }
+    fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
+        let (context, namespace) = context_and_namespace(&env.provider_args);
+        format!(
+            "k8s/{context}/apps/v1/{}/{}/{}",
+            arg_str(inputs, "kind").unwrap_or(UNKNOWN),
+            arg_str(inputs, "namespace").unwrap_or(&namespace),
+            arg_str(inputs, "name").unwrap_or(UNKNOWN)
+        )
+    }
+    fn reads(&self) -> bool {
+        true
+    }
+    async fn read(
+        &self,
+        ctx: &StepContext,
+        inputs: &Inputs,
+    ) -> Result<Option<Json>, ProviderError> {
+        read_scale(ctx, inputs).await
+    }
+    fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
+        let kind = arg_str(inputs, "kind").unwrap_or_default();
+        if resource(kind).is_none() && !kind.contains(UNKNOWN) {
+            return Err(bad_kind(kind));
+        }
+        let name = arg_str(inputs, "name").unwrap_or_default();
+        let want = inputs.get("replicas").cloned().unwrap_or(Json::Null);
+        let before = match current {
+            Current::Known(state) => state.get("replicas").cloned().unwrap_or(Json::from(0)),
+            Current::Absent => return Err(format!("{kind} `{name}` not found")),
+            Current::NotRead => Json::from(UNKNOWN),
+        };
+        let field = FieldChange {
+            path: "replicas".into(),
+            before: Some(before.clone()),
+            after: Some(want.clone()),
+        };
+        if before == want {
+            return Ok(Change::noop(vec![field]));
+        }
+        let wait = arg_bool(inputs, "wait").unwrap_or(true);
+        Ok(Change {
+            action: Action::Update,
+            fields: vec![field],
+            summary: vec![format!(
+                "scales {kind} `{name}` to {want} replicas{}",
+                if wait { " and waits until they are ready" } else { "" }
+            )],
+        })
+    }
+    fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
+        Some(json!({ "replicas": inputs.get("replicas") }))
+    }
+    fn planned_outputs(&self, inputs: &Inputs) -> Json {
+        json!({ "replicas": inputs.get("replicas") })
+    }
+    fn outputs_from_state(&self, _inputs: &Inputs, state: &Json) -> Option<Json> {
+        Some(state.clone())
+    }
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let (obj, api) = Object::of(ctx, inputs)?;
+        let replicas = arg_i64(inputs, "replicas").unwrap_or_default();
+        let patch = json!({ "spec": { "replicas": replicas } });
+        api.patch_scale(obj.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_error("patch scale of", &format!("{} ({})", obj.describe(), ctx.target), &e))?;
+        if !arg_bool(inputs, "wait").unwrap_or(true) {
+            return Ok(json!({ "replicas": replicas }));
+        }
+        let what = format!(
+            "{} `{}/{}` to have {replicas} ready replicas",
+            obj.kind, obj.namespace, obj.name
+        );
+        wait_until(&what, ctx.timeout, || async {
+            let o = api
+                .get(obj.name)
+                .await
+                .map_err(|e| api_error("get", &obj.describe(), &e))?;
+            let status = |f: &str| {
+                o.data
+                    .get("status")
+                    .and_then(|s| s.get(f))
+                    .and_then(Json::as_i64)
+                    .unwrap_or(0)
+            };
+            let done = if replicas == 0 {
+                status("replicas") == 0
+            } else {
+                status("readyReplicas") >= replicas && status("replicas") == replicas
+            };
+            Ok(done.then_some(()))
+        })
+        .await?;
+        Ok(json!({ "replicas": replicas }))
+    }
+}
