@@ -45,26 +45,39 @@ fn server() -> &'static KubeServer {
                 "OPSCTL_KUBE_SH is not set: run the tests through scripts/test.sh, which installs the Kubernetes server (scripts/kube.sh install) and points at scripts/kube.sh"
             ),
         };
-        let dir = tempfile::Builder::new()
-            .prefix("opsctl-kube-")
-            .tempdir()
-            .expect("create a temp dir for the Kubernetes server")
-            .keep();
-        let out = Command::new("bash")
-            .arg(&sh)
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", sh.display()));
-        assert!(
-            out.status.success(),
-            "{} start {} failed ({}); run `bash scripts/kube.sh install` first\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            sh.display(),
-            dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A start can fail on a loaded machine (a port taken between probing and binding, a
+        // component slow to come up): try a second time in a fresh directory.
+        let mut failures = Vec::new();
+        let dir = loop {
+            let dir = tempfile::Builder::new()
+                .prefix("opsctl-kube-")
+                .tempdir()
+                .expect("create a temp dir for the Kubernetes server")
+                .keep();
+            let out = Command::new("bash")
+                .arg(&sh)
+                .arg("start")
+                .arg(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", sh.display()));
+            if out.status.success() {
+                break dir;
+            }
+            let _ = Command::new("bash").arg(&sh).arg("stop").arg(&dir).output();
+            failures.push(format!(
+                "{} start {} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                sh.display(),
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            assert!(
+                failures.len() < 2,
+                "cannot start the Kubernetes API server (run `bash scripts/kube.sh install` first):\n{}",
+                failures.join("\n")
+            );
+        };
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe {
             libc::atexit(stop_server);
@@ -142,7 +155,10 @@ async fn create_node(c: &kube::Client, name: &str) {
 }
 
 async fn node(c: &kube::Client, name: &str) -> Node {
-    Api::<Node>::all(c.clone()).get(name).await.expect("get node")
+    Api::<Node>::all(c.clone())
+        .get(name)
+        .await
+        .expect("get node")
 }
 
 fn unschedulable(n: &Node) -> bool {
@@ -153,8 +169,7 @@ fn unschedulable(n: &Node) -> bool {
 }
 
 async fn create_namespace(c: &kube::Client, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
     Api::<Namespace>::all(c.clone())
         .create(&PostParams::default(), &ns)
         .await
@@ -203,7 +218,10 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -243,7 +261,11 @@ async fn cordon_and_uncordon_plan_apply_and_then_have_nothing_to_do() {
     let rv = node(&c, "cordon-1").await.metadata.resource_version;
     let work = blocking(move || {
         let p = plan(&work, 0);
-        assert!(p.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{p}");
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
         work
     })
     .await;
@@ -288,7 +310,10 @@ async fn scale_to_zero_plans_applies_waits_and_then_has_nothing_to_do() {
         &s.kubeconfig(),
         "step \"kubernetes_scale\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"scale-down\"\n  name      = \"web\"\n  replicas  = 0\n}\n",
     );
-    let rv = deployment(&c, "scale-down", "web").await.metadata.resource_version;
+    let rv = deployment(&c, "scale-down", "web")
+        .await
+        .metadata
+        .resource_version;
     let work = blocking(move || {
         let p = plan(&work, 2);
         insta::assert_snapshot!("scale_down_plan", p.stdout);
@@ -296,7 +321,10 @@ async fn scale_to_zero_plans_applies_waits_and_then_has_nothing_to_do() {
     })
     .await;
     assert_eq!(
-        deployment(&c, "scale-down", "web").await.metadata.resource_version,
+        deployment(&c, "scale-down", "web")
+            .await
+            .metadata
+            .resource_version,
         rv,
         "plan wrote to the deployment"
     );
@@ -310,13 +338,26 @@ async fn scale_to_zero_plans_applies_waits_and_then_has_nothing_to_do() {
     assert_eq!(d.spec.unwrap().replicas, Some(0));
     // With wait, apply returned only once no replica was left.
     assert_eq!(d.status.and_then(|s| s.replicas).unwrap_or(0), 0);
-    let rv = deployment(&c, "scale-down", "web").await.metadata.resource_version;
+    let rv = deployment(&c, "scale-down", "web")
+        .await
+        .metadata
+        .resource_version;
     blocking(move || {
         let p = plan(&work, 0);
-        assert!(p.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{p}");
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
     })
     .await;
-    assert_eq!(deployment(&c, "scale-down", "web").await.metadata.resource_version, rv);
+    assert_eq!(
+        deployment(&c, "scale-down", "web")
+            .await
+            .metadata
+            .resource_version,
+        rv
+    );
 }
 
 /// Plays the kubelet for namespace `ns`: marks every pod Running and Ready, every 0.3 s.
@@ -337,7 +378,9 @@ fn kubelet(c: kube::Client, ns: &'static str) -> tokio::task::JoinHandle<()> {
                         .status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
                     if !is_ready {
                         if let Some(name) = p.metadata.name.as_deref() {
                             let _ = pods
@@ -377,7 +420,11 @@ async fn scale_up_waits_until_the_pods_are_ready() {
     kubelet.abort();
     let d = deployment(&c, "scale-up", "api").await;
     assert_eq!(d.spec.unwrap().replicas, Some(2));
-    assert_eq!(d.status.and_then(|s| s.ready_replicas), Some(2), "apply returned before the pods were ready");
+    assert_eq!(
+        d.status.and_then(|s| s.ready_replicas),
+        Some(2),
+        "apply returned before the pods were ready"
+    );
     blocking(move || {
         plan(&work, 0);
     })
@@ -394,7 +441,9 @@ async fn scale_without_wait_sets_the_replicas_through_the_scale_subresource() {
     let rs: ReplicaSet =
         serde_json::from_value(json!({ "metadata": { "name": "worker" }, "spec": spec })).unwrap();
     let api = Api::<ReplicaSet>::namespaced(c.clone(), "scale-nowait");
-    api.create(&PostParams::default(), &rs).await.expect("create replicaset");
+    api.create(&PostParams::default(), &rs)
+        .await
+        .expect("create replicaset");
     let work = workdir(
         &s.kubeconfig(),
         "step \"kubernetes_scale\" \"worker\" {\n  kind      = \"ReplicaSet\"\n  namespace = \"scale-nowait\"\n  name      = \"worker\"\n  replicas  = 4\n  wait      = false\n}\n",

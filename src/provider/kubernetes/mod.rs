@@ -20,7 +20,9 @@ use super::{
 /// The Kubernetes step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
     vec![
-        Arc::new(node::Cordon { unschedulable: true }),
+        Arc::new(node::Cordon {
+            unschedulable: true,
+        }),
         Arc::new(node::Cordon {
             unschedulable: false,
         }),
@@ -45,7 +47,8 @@ pub const PROVIDER_ARGS: &[ArgSpec] = &[
         name: "config_path",
         ty: ArgType::String,
         required: false,
-        doc: "kubeconfig file (default: `KUBECONFIG`, a colon-separated list, else `~/.kube/config`)",
+        doc:
+            "kubeconfig file (default: `KUBECONFIG`, a colon-separated list, else `~/.kube/config`)",
     },
     ArgSpec {
         name: "context",

@@ -81,7 +81,10 @@ impl StepType for Cordon {
         let want = Json::Bool(self.unschedulable);
         match current {
             Current::Known(state) => {
-                let now = state.get("unschedulable").cloned().unwrap_or(Json::Bool(false));
+                let now = state
+                    .get("unschedulable")
+                    .cloned()
+                    .unwrap_or(Json::Bool(false));
                 let field = FieldChange {
                     path: FIELD.into(),
                     before: Some(now.clone()),

@@ -75,7 +75,10 @@ impl<'a> Object<'a> {
         format!("{} `{}/{}`", self.kind, self.namespace, self.name)
     }
 
-    fn of(ctx: &StepContext, inputs: &'a Inputs) -> Result<(Object<'a>, Api<DynamicObject>), ProviderError> {
+    fn of(
+        ctx: &StepContext,
+        inputs: &'a Inputs,
+    ) -> Result<(Object<'a>, Api<DynamicObject>), ProviderError> {
         let clients = ctx.client::<KubeClients>()?;
         let kind = arg_str(inputs, "kind").unwrap_or_default();
         let ar = resource(kind).ok_or_else(|| ProviderError::new(bad_kind(kind)))?;
@@ -101,10 +104,7 @@ fn bad_kind(kind: &str) -> String {
     )
 }
 
-async fn read_scale(
-    ctx: &StepContext,
-    inputs: &Inputs,
-) -> Result<Option<Json>, ProviderError> {
+async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
     let (obj, api) = Object::of(ctx, inputs)?;
     match api.get_scale(obj.name).await {
         Ok(s) => Ok(Some(json!({
@@ -171,7 +171,11 @@ impl StepType for Scale {
             fields: vec![field],
             summary: vec![format!(
                 "scales {kind} `{name}` to {want} replicas{}",
-                if wait { " and waits until they are ready" } else { "" }
+                if wait {
+                    " and waits until they are ready"
+                } else {
+                    ""
+                }
             )],
         })
     }
@@ -190,7 +194,13 @@ impl StepType for Scale {
         let patch = json!({ "spec": { "replicas": replicas } });
         api.patch_scale(obj.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| api_error("patch scale of", &format!("{} ({})", obj.describe(), ctx.target), &e))?;
+            .map_err(|e| {
+                api_error(
+                    "patch scale of",
+                    &format!("{} ({})", obj.describe(), ctx.target),
+                    &e,
+                )
+            })?;
         if !arg_bool(inputs, "wait").unwrap_or(true) {
             return Ok(json!({ "replicas": replicas }));
         }
