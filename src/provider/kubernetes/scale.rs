@@ -171,10 +171,12 @@ impl StepType for Scale {
             fields: vec![field],
             summary: vec![format!(
                 "scales {kind} `{name}` to {want} replicas{}",
-                if wait {
-                    " and waits until they are ready"
-                } else {
+                if !wait {
                     ""
+                } else if want.as_i64() == Some(0) {
+                    " and waits until none is left"
+                } else {
+                    " and waits until they are ready"
                 }
             )],
         })
