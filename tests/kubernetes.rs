@@ -32,11 +32,13 @@ extern "C" fn stop_server() {
                 .arg("stop")
                 .arg(&s.dir)
                 .output();
+            let _ = std::fs::remove_dir_all(&s.dir);
         }
     }
 }
 
-/// Starts the server on first use (and stops it when the test process exits).
+/// Starts the server on first use (and stops it and removes its directory when the test
+/// process exits).
 fn server() -> &'static KubeServer {
     SERVER.get_or_init(|| {
         let sh = match std::env::var_os("OPSCTL_KUBE_SH") {
