@@ -17,7 +17,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
@@ -531,4 +531,35 @@ pub fn arg_i64(inputs: &Inputs, name: &str) -> Option<i64> {
 /// Reads a bool argument.
 pub fn arg_bool(inputs: &Inputs, name: &str) -> Option<bool> {
     inputs.get(name).and_then(Json::as_bool)
+}
+
+/// Polls `check` until it returns `Some`, backing off from 0.2 s up to 5 s, until `timeout`.
+///
+/// # Errors
+///
+/// The first error `check` returns, or a timeout naming `what`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(ProviderError::new(format!(
+                "timed out after {}s waiting for {what}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }

@@ -283,17 +283,21 @@ fn encode_json(record: &Record) -> Result<Vec<u8>, StateError> {
 /// number `seq`: `{"seq":N,` is spliced in front of its fields, the checksum is put before
 /// it and a newline after it.
 fn frame_line(seq: u64, json: &[u8], out: &mut Vec<u8>) {
-    let mut body = Vec::with_capacity(json.len() + 24);
-    body.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
+    use std::io::Write as _;
+    // The checksum goes first but covers what follows: leave room, fill it in after.
+    let crc_at = out.len();
+    out.extend_from_slice(b"00000000 ");
+    let body_at = out.len();
+    let _ = write!(out, "{{\"seq\":{seq}");
     match json.get(1..) {
         Some(rest) if rest != b"}" => {
-            body.push(b',');
-            body.extend_from_slice(rest);
+            out.push(b',');
+            out.extend_from_slice(rest);
         }
-        _ => body.push(b'}'),
+        _ => out.push(b'}'),
     }
-    out.extend_from_slice(format!("{:08x} ", crc32fast::hash(&body)).as_bytes());
-    out.extend_from_slice(&body);
+    let crc = format!("{:08x}", crc32fast::hash(&out[body_at..]));
+    out[crc_at..crc_at + 8].copy_from_slice(crc.as_bytes());
     out.push(b'\n');
 }
 
@@ -712,7 +716,7 @@ impl JournalWriter {
                 .open(&tmp)
                 .map_err(|e| io_err(&tmp, e))?;
             let counters = Counters::default();
-            write_lines(&mut file, &[line.as_slice()], fault, &counters)
+            write_lines(&mut file, &line, &[line.len()], fault, &counters)
                 .map_err(|f| io_err(&tmp, io::Error::new(f.kind, f.message)))?;
             fs::hard_link(&tmp, path).map_err(|e| io_err(path, e))
         })();
@@ -970,7 +974,9 @@ fn writer_loop(
     mut next_seq: u64,
 ) {
     let mut poisoned: Option<WriteFailure> = None;
-    let mut lines: Vec<Vec<u8>> = Vec::new();
+    // Framed lines of a batch, back to back, and where each ends; reused across batches.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -982,15 +988,14 @@ fn writer_loop(
                 message: format!("journal writer failed earlier: {}", f.message),
             }),
             None => {
-                lines.clear();
+                buf.clear();
+                ends.clear();
                 for msg in &batch {
-                    let mut line = Vec::new();
-                    frame_line(next_seq, &msg.json, &mut line);
+                    frame_line(next_seq, &msg.json, &mut buf);
                     next_seq += 1;
-                    lines.push(line);
+                    ends.push(buf.len());
                 }
-                let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-                write_lines(&mut file, &refs, fault, c)
+                write_lines(&mut file, &buf, &ends, fault, c)
             }
         };
         if let Err(f) = &result {
@@ -1012,23 +1017,26 @@ fn sync(file: &File, c: &Counters) -> BatchResult {
         .map_err(|e| WriteFailure::new("cannot sync journal", &e))
 }
 
-/// Writes framed `lines` with one `write` (one at a time under fault injection), then one
-/// `fdatasync`.
+/// Writes `buf` (framed lines back to back; line `i` ends at `ends[i]`) with one `write` (one
+/// line at a time under fault injection), then one `fdatasync`.
 fn write_lines(
     file: &mut File,
-    lines: &[&[u8]],
+    buf: &[u8],
+    ends: &[usize],
     fault: Option<Fault>,
     c: &Counters,
 ) -> BatchResult {
     let write_err = |e: io::Error| WriteFailure::new("cannot write journal", &e);
     match fault {
         None => {
-            let buf = lines.concat();
-            file.write_all(&buf).map_err(write_err)?;
-            LINES_WRITTEN.fetch_add(lines.len() as u64, Ordering::Relaxed);
+            file.write_all(buf).map_err(write_err)?;
+            LINES_WRITTEN.fetch_add(ends.len() as u64, Ordering::Relaxed);
         }
         Some(fault) => {
-            for line in lines {
+            let mut start = 0;
+            for &end in ends {
+                let line = &buf[start..end];
+                start = end;
                 let n = LINES_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == fault.at {
                     if fault.torn {
@@ -1042,7 +1050,7 @@ fn write_lines(
         }
     }
     sync(file, c)?;
-    c.records.fetch_add(lines.len() as u64, Ordering::Relaxed);
+    c.records.fetch_add(ends.len() as u64, Ordering::Relaxed);
     c.batches.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

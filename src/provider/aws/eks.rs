@@ -7,8 +7,9 @@ use aws_sdk_eks::error::ProvideErrorMetadata;
 use aws_sdk_eks::types::NodegroupScalingConfig;
 use serde_json::{json, Value as Json};
 
-use super::{region_of, sdk_error, wait_until};
+use super::{region_of, sdk_error};
 use crate::config::eval::UNKNOWN;
+use crate::provider::wait_until;
 use crate::provider::{
     arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange,
     Inputs, ProviderError, StepContext, StepType, TargetEnv,

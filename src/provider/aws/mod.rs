@@ -6,7 +6,7 @@ mod eks;
 mod rds;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -142,37 +142,6 @@ pub fn sdk_error<E: std::error::Error>(operation: &str, err: E) -> ProviderError
         "{operation} failed: {}",
         aws_smithy_types::error::display::DisplayErrorContext(&err)
     ))
-}
-
-/// Polls `check` until it returns `Some`, backing off from 0.2 s up to 5 s, until `timeout`.
-///
-/// # Errors
-///
-/// The first error `check` returns, or a timeout naming `what`.
-pub async fn wait_until<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> Result<T, ProviderError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
-{
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if start.elapsed() >= timeout {
-            return Err(ProviderError::new(format!(
-                "timed out after {}s waiting for {what}",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_sdk_rds::types::{DbSnapshot, Tag};
 use serde_json::{json, Value as Json};
 
-use super::{region_of, sdk_error, wait_until};
+use super::{region_of, sdk_error};
 use crate::config::eval::UNKNOWN;
+use crate::provider::wait_until;
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange, Inputs,
     ProviderError, StepContext, StepType, TargetEnv,

@@ -9,7 +9,7 @@ use serde_json::{json, Value as Json};
 
 use super::{api_error, context_and_namespace, is_not_found, KubeClients};
 use crate::config::eval::UNKNOWN;
-use crate::provider::aws::wait_until;
+use crate::provider::wait_until;
 use crate::provider::{
     arg_bool, arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
     ProviderError, StepContext, StepType, TargetEnv,
