@@ -3,6 +3,7 @@
 //! else `KUBECONFIG` (a colon-separated list) or `~/.kube/config`, with its `context` and
 //! `namespace` overriding the kubeconfig's current context and that context's namespace.
 
+pub mod discovery;
 mod node;
 mod scale;
 
@@ -39,6 +40,8 @@ pub struct KubeClients {
     pub namespace: String,
     /// The API client.
     pub client: kube::Client,
+    /// What the server serves, discovered on first use and shared by every step of this key.
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 /// Arguments the `provider "kubernetes"` block accepts.
@@ -154,6 +157,7 @@ pub async fn connect(args: &ProviderArgs) -> Result<KubeClients, ProviderError> 
         context,
         namespace,
         client,
+        discovery: Arc::default(),
     })
 }
 

@@ -1,10 +1,10 @@
-//! `kubernetes_scale`: set the replicas of a Deployment, StatefulSet or ReplicaSet through its
-//! `scale` subresource (what `kubectl scale` does), then optionally wait until that many
-//! replicas are ready (or, for 0, until none is left).
+//! `kubernetes_scale`: set the replicas of a Deployment, StatefulSet, ReplicaSet (or any kind the
+//! server serves with a `scale` subresource, named with `api_version`) through that subresource
+//! (what `kubectl scale` does), then optionally wait until that many replicas are ready (or, for
+//! 0, until none is left).
 
 use async_trait::async_trait;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
 use super::{api_error, context_and_namespace, is_not_found, KubeClients};
@@ -20,7 +20,13 @@ const ARGS: &[ArgSpec] = &[
         name: "kind",
         ty: ArgType::String,
         required: true,
-        doc: "`Deployment`, `StatefulSet` or `ReplicaSet`",
+        doc: "`Deployment`, `StatefulSet`, `ReplicaSet`, or another kind with a `scale` subresource",
+    },
+    ArgSpec {
+        name: "api_version",
+        ty: ArgType::String,
+        required: false,
+        doc: "`GROUP/VERSION` of the kind (default: `apps` at the server's preferred version; required for other kinds)",
     },
     ArgSpec {
         name: "namespace",
@@ -51,16 +57,22 @@ const ARGS: &[ArgSpec] = &[
 /// `kubernetes_scale`.
 pub struct Scale;
 
-/// The kinds that can be scaled.
+/// The kinds scaled without naming `api_version` (group `apps`).
 const KINDS: &[&str] = &["Deployment", "StatefulSet", "ReplicaSet"];
 
-fn resource(kind: &str) -> Option<ApiResource> {
-    Some(match kind {
-        "Deployment" => ApiResource::erase::<Deployment>(&()),
-        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
-        "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
-        _ => return None,
-    })
+/// The group and version a step names: its `api_version` (`GROUP/VERSION`, or `VERSION` for the
+/// core group), else `apps` at the preferred version for the [`KINDS`]; None for another kind
+/// without `api_version`.
+fn group_version(inputs: &Inputs) -> Option<(String, Option<String>)> {
+    match arg_str(inputs, "api_version") {
+        Some(gv) => Some(match gv.split_once('/') {
+            Some((g, v)) => (g.to_string(), Some(v.to_string())),
+            None => (String::new(), Some(gv.to_string())),
+        }),
+        None => KINDS
+            .contains(&arg_str(inputs, "kind").unwrap_or_default())
+            .then(|| ("apps".to_string(), None)),
+    }
 }
 
 struct Object<'a> {
@@ -75,17 +87,36 @@ impl<'a> Object<'a> {
         format!("{} `{}/{}`", self.kind, self.namespace, self.name)
     }
 
-    fn of(
+    /// The object and an API for its kind, resolved through discovery.
+    async fn of(
         ctx: &StepContext,
         inputs: &'a Inputs,
     ) -> Result<(Object<'a>, Api<DynamicObject>), ProviderError> {
         let clients = ctx.client::<KubeClients>()?;
         let kind = arg_str(inputs, "kind").unwrap_or_default();
-        let ar = resource(kind).ok_or_else(|| ProviderError::new(bad_kind(kind)))?;
+        let (group, version) =
+            group_version(inputs).ok_or_else(|| ProviderError::new(bad_kind(kind)))?;
+        let served = clients
+            .discovery
+            .resolve(
+                &clients.client,
+                &group,
+                version.as_deref(),
+                kind,
+                &ctx.target,
+            )
+            .await?;
+        if !served.has_subresource("scale") {
+            return Err(ProviderError::new(format!(
+                "{}: kind `{kind}` (`{}`) has no `scale` subresource",
+                ctx.target,
+                served.api_version()
+            )));
+        }
         let namespace = arg_str(inputs, "namespace")
             .map(str::to_string)
             .unwrap_or_else(|| clients.namespace.clone());
-        let api = Api::namespaced_with(clients.client.clone(), &namespace, &ar);
+        let api = Api::namespaced_with(clients.client.clone(), &namespace, &served.resource);
         Ok((
             Object {
                 kind,
@@ -99,13 +130,13 @@ impl<'a> Object<'a> {
 
 fn bad_kind(kind: &str) -> String {
     format!(
-        "cannot scale kind `{kind}`; expected one of: {}",
+        "kind `{kind}` needs `api_version` (without it: {})",
         KINDS.join(", ")
     )
 }
 
 async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
-    let (obj, api) = Object::of(ctx, inputs)?;
+    let (obj, api) = Object::of(ctx, inputs).await?;
     match api.get_scale(obj.name).await {
         Ok(s) => Ok(Some(json!({
             "replicas": s.spec.and_then(|s| s.replicas).unwrap_or(0),
@@ -129,7 +160,8 @@ impl StepType for Scale {
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
         let (context, namespace) = context_and_namespace(&env.provider_args);
         format!(
-            "k8s/{context}/apps/v1/{}/{}/{}",
+            "k8s/{context}/{}/{}/{}/{}",
+            arg_str(inputs, "api_version").unwrap_or("apps/v1"),
             arg_str(inputs, "kind").unwrap_or(UNKNOWN),
             arg_str(inputs, "namespace").unwrap_or(&namespace),
             arg_str(inputs, "name").unwrap_or(UNKNOWN)
@@ -147,7 +179,7 @@ impl StepType for Scale {
     }
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let kind = arg_str(inputs, "kind").unwrap_or_default();
-        if resource(kind).is_none() && !kind.contains(UNKNOWN) {
+        if group_version(inputs).is_none() && !kind.contains(UNKNOWN) {
             return Err(bad_kind(kind));
         }
         let name = arg_str(inputs, "name").unwrap_or_default();
@@ -191,7 +223,7 @@ impl StepType for Scale {
         Some(state.clone())
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let (obj, api) = Object::of(ctx, inputs)?;
+        let (obj, api) = Object::of(ctx, inputs).await?;
         let replicas = arg_i64(inputs, "replicas").unwrap_or_default();
         let patch = json!({ "spec": { "replicas": replicas } });
         api.patch_scale(obj.name, &PatchParams::default(), &Patch::Merge(&patch))
