@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The main job: run the example procedure examples/nodegroup-maintenance end to
-# end against a local moto server (AWS mock) seeded with a small platform.
+# The main job: run the example procedures end to end against local servers.
 #
-#   setup -> build opsctl (release) -> start + reset + seed moto
-#   -> opsctl plan -> opsctl apply --auto-approve -> opsctl plan --detailed-exitcode (must be a no-op)
-#   -> show the resulting nodegroups and snapshots through the AWS API
+# 1. examples/nodegroup-maintenance against a moto server (AWS mock) seeded with a
+#    small platform: setup -> build opsctl (release) -> start + reset + seed moto
+#    -> opsctl plan -> opsctl apply --auto-approve -> opsctl plan --detailed-exitcode
+#    (must be a no-op) -> show the resulting nodegroups and snapshots through the AWS API.
+# 2. examples/node-maintenance against a real kube-apiserver (scripts/kube.sh, built
+#    once from Debian's kubernetes source package): seed a cluster (3 nodes, a
+#    Deployment of 3 behind a PodDisruptionBudget, scripts/seed_cluster.py, which also
+#    plays the kubelets) -> opsctl plan -> opsctl apply --auto-approve -> show the nodes
+#    and pods through the Kubernetes API.
 #
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
 # (default $OPSCTL_CACHE/target), OPSCTL_MOTO_PORT (default 5599),
-# OPSCTL_KEEP_SERVERS=1 to leave moto running afterwards for poking at it.
+# OPSCTL_KEEP_SERVERS=1 to leave moto and the API server running afterwards.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +41,9 @@ run() {
 }
 
 bash scripts/setup.sh
+bash scripts/kube.sh install
+KUBE_DIR=$OPSCTL_CACHE/demo-kube
+KUBELET_PID=
 
 echo "demo: building opsctl (release) into $CARGO_TARGET_DIR"
 cargo build --release --locked
@@ -44,10 +52,15 @@ BIN=$CARGO_TARGET_DIR/release/opsctl
 [[ -d $EXAMPLE ]] || { echo "demo.sh: error: $EXAMPLE not found in $ROOT" >&2; exit 1; }
 
 cleanup() {
+    if [[ -n $KUBELET_PID ]]; then kill "$KUBELET_PID" 2>/dev/null || true; fi
     if [[ ${OPSCTL_KEEP_SERVERS:-0} == 1 ]]; then
         echo "demo: leaving moto running at http://127.0.0.1:$PORT (scripts/servers.sh stop)"
+        if [[ -f $KUBE_DIR/url ]]; then
+            echo "demo: leaving the API server running (KUBECONFIG=$KUBE_DIR/kubeconfig; scripts/kube.sh stop $KUBE_DIR)"
+        fi
     else
         bash scripts/servers.sh stop || true
+        bash scripts/kube.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -114,4 +127,36 @@ for s in snaps:
 if not snaps:
     print("  no snapshots of platform-postgres-prod")
 EOF
-echo "demo: done (state in $STATE)"
+
+echo
+echo "demo: Kubernetes: start a local API server and seed a small cluster"
+bash scripts/kube.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
+rm -rf -- "$KUBE_DIR"
+mkdir -p "$KUBE_DIR"
+bash scripts/kube.sh start "$KUBE_DIR" >/dev/null
+"$PY" scripts/seed_cluster.py seed --kubeconfig "$KUBE_DIR/kubeconfig"
+"$PY" scripts/seed_cluster.py kubelet --kubeconfig "$KUBE_DIR/kubeconfig" 2>"$KUBE_DIR/kubelet.log" &
+KUBELET_PID=$!
+
+K8S_EXAMPLE=examples/node-maintenance
+K8S_STATE=$OPSCTL_CACHE/demo-state-k8s
+rm -rf -- "$K8S_STATE"
+K8S=(--chdir "$K8S_EXAMPLE" --state-dir "$K8S_STATE" --var "kubeconfig=$KUBE_DIR/kubeconfig" --var node=node-b)
+run "$BIN" plan "${K8S[@]}"
+run "$BIN" apply "${K8S[@]}" --auto-approve
+
+echo
+echo "demo: what the Kubernetes API now says:"
+"$PY" - "$KUBE_DIR/kubeconfig" <<'EOF'
+import sys
+
+from kubernetes import client, config
+
+core = client.CoreV1Api(config.new_client_from_config(config_file=sys.argv[1]))
+for n in core.list_node().items:
+    state = "SchedulingDisabled" if n.spec.unschedulable else "schedulable"
+    print(f"  node {n.metadata.name}: {state}")
+for p in core.list_namespaced_pod("apps").items:
+    print(f"  pod apps/{p.metadata.name}: {p.status.phase} on {p.spec.node_name or '(pending)'}")
+EOF
+echo "demo: done (state in $STATE and $K8S_STATE)"

@@ -2,7 +2,8 @@
 # One-time, idempotent setup for opsctl's demo and integration tests.
 #
 # - creates the Python venv $OPSCTL_CACHE/venv (default ~/.cache/opsctl/venv)
-#   with moto[server] (the AWS mock server) and boto3, unless it is already
+#   with moto[server] (the AWS mock server), boto3 and the kubernetes client
+#   (scripts/seed_cluster.py, the demo's cluster), unless it is already
 #   there at the right versions (a stamp file records what was installed);
 # - checks that cargo is on PATH.
 #
@@ -14,7 +15,7 @@ OPSCTL_CACHE=${OPSCTL_CACHE:-$HOME/.cache/opsctl}
 VENV=$OPSCTL_CACHE/venv
 PYTHON=${OPSCTL_PYTHON:-python3}
 # What the venv must hold. Changing this string makes the next run reinstall.
-REQUIREMENTS=("moto[server]>=5.2,<5.3" "boto3")
+REQUIREMENTS=("moto[server]>=5.2,<5.3" "boto3" "kubernetes>=29,<38")
 STAMP=$VENV/.opsctl-requirements
 
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
@@ -36,7 +37,7 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
 fi
 
-# Exit 0 when the venv can import moto 5.2.x and boto3 and has moto_server.
+# Exit 0 when the venv can import moto 5.2.x, boto3 and kubernetes and has moto_server.
 venv_ok() {
     [[ -x $VENV/bin/python && -x $VENV/bin/moto_server ]] || return 1
     "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
@@ -45,7 +46,8 @@ import importlib.util
 assert md.version("moto").startswith("5.2."), md.version("moto")
 md.version("boto3")
 md.version("flask")  # pulled in by the [server] extra
-for mod in ("moto", "boto3", "flask", "werkzeug"):
+md.version("kubernetes")
+for mod in ("moto", "boto3", "flask", "werkzeug", "kubernetes"):
     assert importlib.util.find_spec(mod) is not None, mod
 EOF
 }
@@ -72,7 +74,7 @@ else
     rm -f -- "$STAMP"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${REQUIREMENTS[@]}" \
         || die "pip install of ${REQUIREMENTS[*]} into $VENV failed (see above)"
-    venv_ok || die "the venv at $VENV still lacks moto 5.2 / boto3 after pip install"
+    venv_ok || die "the venv at $VENV still lacks moto 5.2 / boto3 / kubernetes after pip install"
     printf '%s\n' "$want" >"$STAMP"
     did="${did}installed ${REQUIREMENTS[*]}"
 fi
