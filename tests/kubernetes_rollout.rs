@@ -513,6 +513,114 @@ async fn a_restart_whose_journaled_restarted_at_is_not_live_is_applied_on_resume
     kubelet.abort();
 }
 
+/// Killed while it waits for its rollout (the patch is live, the new pod never Ready yet):
+/// resume applies it again with the journaled value, which patches nothing (no second
+/// rollout) and waits until the rollout completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_killed_while_it_waits_is_resumed_with_its_journaled_value_and_not_restarted_twice(
+) {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "resume-wait").await;
+    let first = kubelet(c.clone(), "resume-wait");
+    create_deployment_spec(&c, "resume-wait", "web", spec("web", 1, APP1)).await;
+    rolled_out(&c, "resume-wait", "web").await;
+    first.abort();
+    let _ = first.await;
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_rollout_restart\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"resume-wait\"\n  name      = \"web\"\n  timeout   = \"120s\"\n}\n",
+    );
+    let mut cmd = opsctl(&work, None);
+    cmd.args(["apply", "--auto-approve", "--state-dir"])
+        .arg(work.state_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start opsctl");
+    eventually("the restart to patch the pod template", || async {
+        template_annotations(&c, "resume-wait", "web")
+            .await
+            .contains_key("kubectl.kubernetes.io/restartedAt")
+    })
+    .await;
+    // Still waiting: the new pod is not Ready (nobody plays the kubelet now).
+    assert!(child.try_wait().unwrap().is_none(), "apply returned early");
+    child.kill().expect("SIGKILL opsctl");
+    child.wait().expect("reap opsctl");
+    let recs = records(&the_journal(&work));
+    let last = recs.last().unwrap();
+    assert_eq!(last["type"], "step_started", "{recs:?}");
+    let value = last["prepared"]["restarted_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        template_annotations(&c, "resume-wait", "web")
+            .await
+            .get("kubectl.kubernetes.io/restartedAt"),
+        Some(&value)
+    );
+    let gen = generation(&c, "resume-wait", "web").await;
+    let rss = replica_set_count(&c, "resume-wait").await;
+
+    // Resume; the kubelet starts only once resume has decided (so the rollout is still
+    // incomplete when the step is re-checked).
+    let mut cmd = opsctl(&work, None);
+    cmd.args(["apply", "--resume", "--auto-approve", "--state-dir"])
+        .arg(work.state_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start opsctl");
+    let stdout = child.stdout.take().unwrap();
+    let (decided, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            if line.starts_with("step.kubernetes_rollout_restart.web: ") {
+                let _ = decided.send(line.clone());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let verdict = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .expect("resume decides the in-doubt step")
+        .unwrap_or_default();
+    let kubelet = kubelet(c.clone(), "resume-wait");
+    let (status, text) = blocking(move || (child.wait().unwrap(), reader.join().unwrap())).await;
+    assert!(status.success(), "{text}");
+    assert!(
+        verdict.starts_with("step.kubernetes_rollout_restart.web: will be applied again"),
+        "{verdict}\n{text}"
+    );
+    assert!(text.contains("Apply complete!"), "{text}");
+    assert_eq!(
+        template_annotations(&c, "resume-wait", "web")
+            .await
+            .get("kubectl.kubernetes.io/restartedAt"),
+        Some(&value)
+    );
+    assert_eq!(
+        generation(&c, "resume-wait", "web").await,
+        gen,
+        "restarted twice"
+    );
+    assert_eq!(replica_set_count(&c, "resume-wait").await, rss);
+    // The resumed step waited for the rollout to complete.
+    let st = deployment(&c, "resume-wait", "web").await.status.unwrap();
+    assert_eq!(
+        (st.updated_replicas, st.replicas, st.available_replicas),
+        (Some(1), Some(1), Some(1))
+    );
+    kubelet.abort();
+}
+
 // --- examples/incident-scale-restart ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

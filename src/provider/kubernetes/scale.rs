@@ -136,10 +136,12 @@ fn bad_kind(kind: &str) -> String {
 }
 
 async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
-    // A Deployment or StatefulSet (named without `api_version`) reads as the workload state
-    // the rollout steps read and predict too, so that steps of both kinds on one object chain.
+    // A Deployment or StatefulSet (of group `apps`) reads as the workload state the rollout
+    // steps read and predict too, so that steps of both kinds on one object chain.
     let kind = arg_str(inputs, "kind").unwrap_or_default();
-    if arg_str(inputs, "api_version").is_none() && ["Deployment", "StatefulSet"].contains(&kind) {
+    if arg_str(inputs, "api_version").is_none_or(|v| v.starts_with("apps/"))
+        && ["Deployment", "StatefulSet"].contains(&kind)
+    {
         return rollout::Workload::of(ctx, inputs, kind).await?.read().await;
     }
     let (obj, api) = Object::of(ctx, inputs).await?;
