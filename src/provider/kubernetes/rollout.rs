@@ -504,9 +504,9 @@ fn int(obj: &Json, pointer: &str) -> i64 {
 
 /// `kubectl rollout status` for one read of the object: kubectl's
 /// `DeploymentStatusViewer.Status`, `StatefulSetStatusViewer.Status` and
-/// `DaemonSetStatusViewer.Status` (polkit/`rollout_status.go`). A Deployment whose `Progressing`
-/// condition has reason `ProgressDeadlineExceeded` has failed, with the condition's reason and
-/// message.
+/// `DaemonSetStatusViewer.Status` (`kubectl/pkg/polymorphichelpers/rollout_status.go`). A
+/// Deployment whose `Progressing` condition has reason `ProgressDeadlineExceeded` has failed,
+/// with the condition's reason and message.
 fn rollout_status(kind: &str, obj: &Json) -> Rollout {
     let generation = int(obj, "/metadata/generation");
     let observed = int(obj, "/status/observedGeneration");
