@@ -189,7 +189,9 @@ pub async fn resolve_in_doubt(
             continue;
         };
         let st = registry.step(&inst.type_name).expect("validated type");
-        let ctx = providers.context(inst).await;
+        let mut ctx = providers.context(inst).await;
+        // What the interrupted attempt chose before acting, so the step can look for it.
+        ctx.prepared = replay.prepared.get(step).cloned();
         let verdict = if map_is_unknown(&inst.inputs) {
             InDoubt::CannotTell
         } else {
@@ -281,6 +283,9 @@ struct Task {
     idx: usize,
     inputs: crate::provider::Inputs,
     attempt: u32,
+    /// The value an earlier, interrupted attempt prepared (reused so that applying again is
+    /// idempotent), if any.
+    prepared: Option<Json>,
 }
 
 /// Executes `plan`.
@@ -452,6 +457,7 @@ pub async fn execute(
                 idx: i,
                 inputs,
                 attempt: attempts(&inst.address) + 1,
+                prepared: replay.and_then(|r| r.prepared.get(&inst.address).cloned()),
             };
             let plan = plan.clone();
             let providers = providers.clone();
@@ -716,11 +722,17 @@ async fn run_step_inner(
         });
     }
 
+    // A value the step chooses before acting (e.g. a restart's `restartedAt`) is durable with
+    // `step_started`, so that resume can look for it in the live object; an attempt after an
+    // interrupted one reuses that one's value.
+    let prepared = task.prepared.clone().or_else(|| st.prepare(&task.inputs));
+    ctx.prepared = prepared.clone();
     journal
         .append(&Record::StepStarted {
             step: inst.address.clone(),
             attempt: task.attempt,
             at: now_rfc3339(),
+            prepared,
         })
         .await?;
     reporter.step_started(&inst.address, action);

@@ -340,6 +340,7 @@ impl Providers {
             timeout: inst.timeout,
             read_timeout: inst.read_timeout,
             cancel: Default::default(),
+            prepared: None,
         }
     }
 }
@@ -1101,6 +1102,7 @@ impl<'a> Planner<'a> {
                 timeout: DEFAULT_TIMEOUT,
                 read_timeout: DEFAULT_READ_TIMEOUT,
                 cancel: Default::default(),
+                prepared: None,
             };
             match ds.read(&ctx, &inputs).await {
                 Ok(v) => from_json(&v),
@@ -1630,6 +1632,7 @@ mod tests {
             timeout: DEFAULT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             cancel: Default::default(),
+            prepared: None,
         }
     }
 

@@ -273,6 +273,11 @@ pub struct StepContext {
     /// that runs something long-lived stops it when this fires and returns an error; apply
     /// then records the step in doubt. Never cancelled at plan time.
     pub cancel: CancellationToken,
+    /// What [`StepType::prepare`] chose for this attempt (recorded in the journal's
+    /// `step_started` before the step acts): set for `apply` and, on resume, for `in_doubt`
+    /// (the value the interrupted attempt recorded). None at plan time and for step types that
+    /// prepare nothing.
+    pub prepared: Option<Json>,
 }
 
 impl StepContext {
@@ -384,6 +389,17 @@ pub trait StepType: Send + Sync {
     /// against it. None when unknown or not tracked.
     fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
         let _ = (inputs, current);
+        None
+    }
+    /// A value the step chooses before it acts (an idempotency key, e.g. the `restartedAt` of a
+    /// rollout restart), journaled in `step_started` before the side effect and handed to
+    /// [`StepType::apply`] and, on resume, [`StepType::in_doubt`] as
+    /// [`StepContext::prepared`], so that resume can tell from the live object whether the
+    /// interrupted attempt acted. A step applied again after an in-doubt attempt gets the value
+    /// that attempt recorded, not a new one. The value is journaled in clear: never derive it
+    /// from a sensitive input. None (the default) chooses nothing.
+    fn prepare(&self, inputs: &Inputs) -> Option<Json> {
+        let _ = inputs;
         None
     }
     /// Outputs as known at plan time (unknown markers for values known only after apply).

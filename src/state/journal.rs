@@ -81,6 +81,12 @@ pub enum Record {
         attempt: u32,
         /// When the attempt started.
         at: String,
+        /// What the step type chose before acting ([`crate::provider::StepType::prepare`], e.g.
+        /// the `restartedAt` value of a rollout restart), so that resume can tell from the live
+        /// object whether the attempt acted. Absent for step types that choose nothing (and in
+        /// journals written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prepared: Option<serde_json::Value>,
     },
     /// A step completed.
     StepFinished {
@@ -499,6 +505,9 @@ pub struct Replay {
     pub interruptions: usize,
     /// The highest attempt number seen per step.
     pub attempts: BTreeMap<String, u32>,
+    /// What the latest `StepStarted` of each step that has not finished or failed since
+    /// recorded as prepared (see [`Record::StepStarted`]).
+    pub prepared: BTreeMap<String, serde_json::Value>,
 }
 
 /// Reconstruct what a run did from its `records` (as returned by [`read_journal`]).
@@ -511,9 +520,18 @@ pub fn replay(records: &[Record]) -> Replay {
         match record {
             Record::RunStarted { .. } => r.run_started = Some(record.clone()),
             Record::RunResumed { .. } | Record::RunInterrupted { .. } => r.interruptions += 1,
-            Record::StepStarted { step, attempt, .. } => {
+            Record::StepStarted {
+                step,
+                attempt,
+                prepared,
+                ..
+            } => {
                 r.finished.remove(step);
                 r.failed.remove(step);
+                match prepared {
+                    Some(p) => r.prepared.insert(step.clone(), p.clone()),
+                    None => r.prepared.remove(step),
+                };
                 r.in_doubt.insert(step.clone());
                 let best = r.attempts.entry(step.clone()).or_insert(*attempt);
                 *best = (*best).max(*attempt);
@@ -527,6 +545,7 @@ pub fn replay(records: &[Record]) -> Replay {
             } => {
                 r.in_doubt.remove(step);
                 r.failed.remove(step);
+                r.prepared.remove(step);
                 r.finished.insert(
                     step.clone(),
                     (action.clone(), outputs.clone(), observed.clone()),
@@ -534,6 +553,7 @@ pub fn replay(records: &[Record]) -> Replay {
             }
             Record::StepFailed { step, error, .. } => {
                 r.in_doubt.remove(step);
+                r.prepared.remove(step);
                 r.finished.remove(step);
                 r.failed.insert(step.clone(), error.clone());
             }
@@ -549,6 +569,7 @@ pub fn replay(records: &[Record]) -> Replay {
                 r.failed.remove(step);
                 r.finished.remove(step);
                 if resolution == "done" {
+                    r.prepared.remove(step);
                     r.finished.insert(
                         step.clone(),
                         (
@@ -1093,6 +1114,7 @@ mod tests {
             step: step.into(),
             attempt,
             at: "t".into(),
+            prepared: None,
         }
     }
 
@@ -1607,6 +1629,38 @@ mod tests {
             "later appends must fail: {second}"
         );
         assert_eq!(w.stats().records, 0);
+    }
+
+    #[test]
+    fn a_prepared_value_round_trips_is_optional_and_replays_until_the_step_finishes() {
+        let with = Record::StepStarted {
+            step: "s".into(),
+            attempt: 1,
+            at: "t".into(),
+            prepared: Some(serde_json::json!({ "restarted_at": "2026-01-01T00:00:00Z" })),
+        };
+        let line = encode_line(&with, 2).unwrap();
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.contains("\"prepared\":{\"restarted_at\""), "{text}");
+        let back = parse_line(&line[..line.len() - 1], 2).ok().unwrap();
+        assert_eq!(back, with);
+        // A record without the field (older journals, step types that prepare nothing) reads
+        // as None, and None is not written.
+        let without = step_started("s", 1);
+        let line = encode_line(&without, 2).unwrap();
+        assert!(!String::from_utf8_lossy(&line).contains("prepared"));
+        assert_eq!(
+            parse_line(&line[..line.len() - 1], 2).ok().unwrap(),
+            without
+        );
+
+        let r = replay(&[started("r"), with.clone()]);
+        assert_eq!(
+            r.prepared.get("s"),
+            Some(&serde_json::json!({ "restarted_at": "2026-01-01T00:00:00Z" }))
+        );
+        let r = replay(&[started("r"), with, step_finished("s")]);
+        assert!(r.prepared.is_empty());
     }
 
     #[test]

@@ -268,3 +268,119 @@ pub fn kubelet(c: kube::Client, ns: &'static str) -> tokio::task::JoinHandle<()>
         }
     })
 }
+
+// --- rollout helpers (tests/kubernetes_rollout.rs) -------------------------------------------
+
+/// Creates Deployment `ns/name` with `spec` as given.
+pub async fn create_deployment_spec(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let d: Deployment =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "spec": spec })).unwrap();
+    Api::<Deployment>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+}
+
+/// The image of a pod's first container.
+pub fn pod_image(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// Plays the kubelet for namespace `ns` like [`kubelet`], but marks Running and Ready only the
+/// pods whose first container's image is not `never_ready` (those stay unready for ever).
+pub fn kubelet_except_image(
+    c: kube::Client,
+    ns: &'static str,
+    never_ready: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(c, ns);
+        let ready = json!({ "status": {
+            "phase": "Running",
+            "conditions": [
+                { "type": "Ready", "status": "True" },
+                { "type": "ContainersReady", "status": "True" },
+            ],
+        }});
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default()).await {
+                for p in list {
+                    let is_ready = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    if !is_ready && pod_image(&p) != never_ready {
+                        if let Some(name) = p.metadata.name.as_deref() {
+                            let _ = pods
+                                .patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+                                .await;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+/// Waits until Deployment `ns/name` has completed its rollout (`kubectl rollout status`).
+pub async fn rolled_out(c: &kube::Client, ns: &str, name: &str) {
+    eventually(&format!("the rollout of {ns}/{name}"), || async {
+        let d = deployment(c, ns, name).await;
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let gen = d.metadata.generation.unwrap_or(0);
+        d.status.as_ref().is_some_and(|s| {
+            s.observed_generation.unwrap_or(0) >= gen
+                && s.updated_replicas.unwrap_or(0) == want
+                && s.replicas.unwrap_or(0) == want
+                && s.available_replicas.unwrap_or(0) == want
+        })
+    })
+    .await;
+}
+
+/// The image of the first container of Deployment `ns/name`'s pod template.
+pub async fn deployment_image(c: &kube::Client, ns: &str, name: &str) -> String {
+    deployment(c, ns, name)
+        .await
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+        .unwrap_or_default()
+}
+
+/// The pod template annotations of Deployment `ns/name`.
+pub async fn template_annotations(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    deployment(c, ns, name)
+        .await
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .unwrap_or_default()
+}
+
+/// The number of ReplicaSets in namespace `ns`.
+pub async fn replica_set_count(c: &kube::Client, ns: &str) -> usize {
+    Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list replicasets")
+        .items
+        .len()
+}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
-use super::{api_error, context_and_namespace, is_not_found, KubeClients};
+use super::{api_error, context_and_namespace, is_not_found, rollout, KubeClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
 use crate::provider::{
@@ -136,6 +136,14 @@ fn bad_kind(kind: &str) -> String {
 }
 
 async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
+    // A Deployment or StatefulSet (of group `apps`) reads as the workload state the rollout
+    // steps read and predict too, so that steps of both kinds on one object chain.
+    let kind = arg_str(inputs, "kind").unwrap_or_default();
+    if arg_str(inputs, "api_version").is_none_or(|v| v.starts_with("apps/"))
+        && ["Deployment", "StatefulSet"].contains(&kind)
+    {
+        return rollout::Workload::of(ctx, inputs, kind).await?.read().await;
+    }
     let (obj, api) = Object::of(ctx, inputs).await?;
     match api.get_scale(obj.name).await {
         Ok(s) => Ok(Some(json!({
@@ -213,8 +221,8 @@ impl StepType for Scale {
             )],
         })
     }
-    fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
-        Some(json!({ "replicas": inputs.get("replicas") }))
+    fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
+        Some(rollout::with_replicas(current, inputs.get("replicas")))
     }
     fn planned_outputs(&self, inputs: &Inputs) -> Json {
         json!({ "replicas": inputs.get("replicas") })
