@@ -345,7 +345,7 @@ start() {
         --kubeconfig "$pki/controller-manager.kubeconfig" \
         --authentication-kubeconfig "$pki/controller-manager.kubeconfig" \
         --authorization-kubeconfig "$pki/controller-manager.kubeconfig" \
-        --controllers '*,-nodelifecycle,-cloud-node-lifecycle,-service,-route' \
+        --controllers '*,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-ttl' \
         --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
         --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --port 0 \
         --cert-dir "$pki/controller-manager"
