@@ -1,9 +1,10 @@
-//! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon` and `kubernetes_scale`
-//! through the `kube` crate (rustls). Connects from a kubeconfig: the block's `config_path`,
+//! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_drain` and
+//! `kubernetes_scale` through the `kube` crate (rustls). Connects from a kubeconfig: the block's `config_path`,
 //! else `KUBECONFIG` (a colon-separated list) or `~/.kube/config`, with its `context` and
 //! `namespace` overriding the kubeconfig's current context and that context's namespace.
 
 pub mod discovery;
+mod drain;
 mod node;
 mod scale;
 
@@ -27,6 +28,7 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(node::Cordon {
             unschedulable: false,
         }),
+        Arc::new(drain::Drain),
         Arc::new(scale::Scale),
     ]
 }
