@@ -78,6 +78,7 @@ async fn drain_evicts_within_the_pdb_waits_for_replacements_and_then_has_nothing
     let s = server();
     let c = client().await;
     create_namespace(&c, NS).await;
+    wait_default_service_account(&c, NS).await;
     let finalize = Arc::new(AtomicBool::new(true));
     let kubelet = drain_kubelet(c.clone(), NS, finalize.clone());
     // Two pods on node a, then one on node b (a cordoned meanwhile): 3 replicas over 2 nodes.
@@ -213,6 +214,7 @@ async fn an_unsatisfiable_pdb_fails_at_the_timeout_and_resume_finishes_without_r
     let s = server();
     let c = client().await;
     create_namespace(&c, NS).await;
+    wait_default_service_account(&c, NS).await;
     let finalize = Arc::new(AtomicBool::new(true));
     let kubelet = drain_kubelet(c.clone(), NS, finalize.clone());
     create_ready_node(&c, "drain-stuck-a", &[("opsctl-drain", "stuck")]).await;
@@ -319,10 +321,10 @@ async fn plan_refuses_unmanaged_emptydir_and_daemonset_pods_as_kubectl_does() {
     let s = server();
     let c = client().await;
     create_namespace(&c, NS).await;
+    wait_default_service_account(&c, NS).await;
     let finalize = Arc::new(AtomicBool::new(true));
     let kubelet = drain_kubelet(c.clone(), NS, finalize.clone());
     create_ready_node(&c, "drain-refuse-a", &[("opsctl-drain", "refuse")]).await;
-    wait_default_service_account(&c, NS).await;
     // A pod without a controller, bound to the node directly.
     let bare: Pod = serde_json::from_value(json!({
         "metadata": { "name": "bare", "labels": { "app": "bare" } },
@@ -498,6 +500,7 @@ async fn the_node_maintenance_example_plans_and_applies() {
     let s = server();
     let c = client().await;
     create_namespace(&c, NS).await;
+    wait_default_service_account(&c, NS).await;
     let finalize = Arc::new(AtomicBool::new(true));
     let kubelet = drain_kubelet(c.clone(), NS, finalize.clone());
     create_ready_node(&c, "drain-example-a", &[("opsctl-drain", "example")]).await;
