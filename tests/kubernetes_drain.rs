@@ -552,3 +552,62 @@ async fn the_node_maintenance_example_plans_and_applies() {
     drop(work);
     kubelet.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_selector_limits_the_drain_and_disable_eviction_deletes_past_the_pdb() {
+    const NS: &str = "drain-select";
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, NS).await;
+    wait_default_service_account(&c, NS).await;
+    let finalize = Arc::new(AtomicBool::new(true));
+    let kubelet = drain_kubelet(c.clone(), NS, finalize.clone());
+    create_ready_node(&c, "drain-select-a", &[("opsctl-drain", "select")]).await;
+    create_pool_deployment(&c, NS, "batch", 1, "select", json!([])).await;
+    create_pool_deployment(&c, NS, "db", 1, "select", json!([])).await;
+    wait_ready_on(&c, "drain-select-a", "batch", 1).await;
+    wait_ready_on(&c, "drain-select-a", "db", 1).await;
+    // A budget that never allows an eviction of the batch pod.
+    create_pdb(&c, NS, "batch", "batch", 1).await;
+    eventually("the PDB to allow no disruption", || async {
+        pdb_allowed(&c, NS, "batch").await == Some(0)
+    })
+    .await;
+    let db = pods_on(&c, "drain-select-a")
+        .await
+        .into_iter()
+        .find(|p| app_of(p) == "db")
+        .unwrap();
+
+    let work = workdir(
+        &s.kubeconfig(),
+        &drain_step(
+            "drain-select-a",
+            "  pod_selector     = \"app in (batch, web)\"\n  disable_eviction = true\n  timeout          = \"120s\"\n",
+        ),
+    );
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::with_settings!({ filters => filters() }, {
+            insta::assert_snapshot!("drain_select_plan", p.stdout);
+        });
+        apply(&work);
+        work
+    })
+    .await;
+    // The batch pod was deleted despite its budget; the db pod, not selected, stays.
+    let left: Vec<Pod> = pods_on(&c, "drain-select-a").await;
+    assert_eq!(
+        left.len(),
+        1,
+        "{:?}",
+        left.iter().map(key).collect::<Vec<_>>()
+    );
+    assert_eq!(left[0].metadata.uid, db.metadata.uid);
+    assert!(unschedulable(&node(&c, "drain-select-a").await));
+    blocking(move || {
+        plan(&work, 0);
+    })
+    .await;
+    kubelet.abort();
+}

@@ -591,7 +591,12 @@ fn summary(node: &str, d: &Decision, o: &Options) -> Vec<String> {
                 if let Some(w) = warning {
                     line.push_str(&format!(" ({w})"));
                 }
-                if !o.disable_eviction {
+                if o.disable_eviction {
+                    let budgets: Vec<String> = d.budgets(p).iter().map(|b| b.describe()).collect();
+                    if !budgets.is_empty() {
+                        line.push_str(&format!("; bypasses {}", budgets.join(", ")));
+                    }
+                } else {
                     let (blocked, within): (Vec<&Pdb>, Vec<&Pdb>) =
                         d.budgets(p).into_iter().partition(|b| b.allowed <= 0);
                     if !within.is_empty() {
