@@ -384,3 +384,225 @@ pub async fn replica_set_count(c: &kube::Client, ns: &str) -> usize {
         .items
         .len()
 }
+
+// --- kubernetes_drain (tests/kubernetes_drain.rs) -------------------------------------------
+
+/// A Node the scheduler places pods on: Ready, with allocatable cpu, memory and pods, and the
+/// given labels.
+pub async fn create_ready_node(c: &kube::Client, name: &str, labels: &[(&str, &str)]) {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name, "labels": labels },
+    }))
+    .unwrap();
+    let api = Api::<Node>::all(c.clone());
+    api.create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let resources = json!({ "cpu": "8", "memory": "16Gi", "pods": "110" });
+    let status = json!({ "status": {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "played by the test",
+            "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("mark node ready");
+    // The NodeTaint admission plugin taints a new node not-ready; the node lifecycle
+    // controller (not run here) would remove the taint once the node is Ready.
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "taints": null } })),
+    )
+    .await
+    .expect("remove the not-ready taint");
+}
+
+/// Waits until namespace `ns` has its `default` ServiceAccount with a token (before that, the
+/// ServiceAccount admission plugin refuses pods created directly).
+pub async fn wait_default_service_account(c: &kube::Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.clone(), ns);
+    eventually("the default service account's token", || async {
+        api.get_opt("default")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|sa| sa.secrets)
+            .is_some_and(|s| !s.is_empty())
+    })
+    .await;
+}
+
+/// Sets a Node's `spec.unschedulable` directly (test setup, not through opsctl).
+pub async fn set_unschedulable(c: &kube::Client, name: &str, value: bool) {
+    Api::<Node>::all(c.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "unschedulable": value } })),
+        )
+        .await
+        .expect("patch node");
+}
+
+/// The pods bound to `node`.
+pub async fn pods_on(c: &kube::Client, node: &str) -> Vec<Pod> {
+    Api::<Pod>::all(c.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .expect("list pods")
+        .items
+}
+
+/// Whether a pod is Ready and not being deleted.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Plays the kubelet of a drain test for namespace `ns`: every 0.3 s marks the pods bound to a
+/// node Running and Ready and, when `finalize` holds, finishes the graceful deletion of pods
+/// being deleted (deletes them with grace 0, as a kubelet does once the containers stopped).
+pub fn drain_kubelet(
+    c: kube::Client,
+    ns: &'static str,
+    finalize: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(c, ns);
+        let ready = json!({ "status": {
+            "phase": "Running",
+            "conditions": [
+                { "type": "Ready", "status": "True" },
+                { "type": "ContainersReady", "status": "True" },
+            ],
+        }});
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default()).await {
+                for p in list {
+                    let Some(name) = p.metadata.name.as_deref() else {
+                        continue;
+                    };
+                    if p.metadata.deletion_timestamp.is_some() {
+                        if finalize.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = pods
+                                .delete(name, &kube::api::DeleteParams::default().grace_period(0))
+                                .await;
+                        }
+                        continue;
+                    }
+                    let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+                    if bound && !pod_ready(&p) {
+                        let _ = pods
+                            .patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+/// An API for PodDisruptionBudgets at the version the server serves (discovery).
+pub async fn pdb_api(c: &kube::Client, ns: &str) -> (Api<kube::api::DynamicObject>, String) {
+    let group = kube::discovery::group(c, "policy")
+        .await
+        .expect("discover policy");
+    let (ar, _) = group
+        .recommended_kind("PodDisruptionBudget")
+        .expect("the server serves PodDisruptionBudget");
+    let version = ar.api_version.clone();
+    (Api::namespaced_with(c.clone(), ns, &ar), version)
+}
+
+/// Creates PodDisruptionBudget `name` (`minAvailable`, pods labelled `app=APP`).
+pub async fn create_pdb(c: &kube::Client, ns: &str, name: &str, app: &str, min_available: i32) {
+    let (api, version) = pdb_api(c, ns).await;
+    let pdb: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": version, "kind": "PodDisruptionBudget",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "minAvailable": min_available, "selector": { "matchLabels": { "app": app } } },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pdb)
+        .await
+        .expect("create pdb");
+}
+
+/// `status.disruptionsAllowed` of a PodDisruptionBudget (None before the controller set it).
+pub async fn pdb_allowed(c: &kube::Client, ns: &str, name: &str) -> Option<i64> {
+    let (api, _) = pdb_api(c, ns).await;
+    let o = api.get(name).await.expect("get pdb");
+    let status = o.data.get("status")?;
+    if status.get("observedGeneration")?.as_i64()? < o.metadata.generation? {
+        return None;
+    }
+    status.get("disruptionsAllowed")?.as_i64()
+}
+
+/// A Deployment `name` (pods labelled `app=NAME`) with `replicas` pods placed by the scheduler
+/// on nodes labelled `opsctl-drain=POOL`; `volumes` for the pod spec (e.g. an emptyDir).
+pub async fn create_pool_deployment(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    pool: &str,
+    volumes: serde_json::Value,
+) {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": {
+                    "nodeSelector": { "opsctl-drain": pool },
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{ "name": "c", "image": "example.invalid/app:1" }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+}
+
+/// Every record of every journal under `<work>/state/journal/` (the JSON after the checksum).
+pub fn journal_records(work: &Workdir) -> Vec<serde_json::Value> {
+    let dir = work.state_dir().join("journal");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|e| e == "jsonl"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read journal");
+        for line in text.lines() {
+            if let Some((_, body)) = line.split_once(' ') {
+                out.push(serde_json::from_str(body).expect("journal line"));
+            }
+        }
+    }
+    out
+}

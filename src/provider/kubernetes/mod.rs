@@ -1,10 +1,11 @@
-//! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_scale`,
-//! `kubernetes_rollout_restart`, `kubernetes_rollout_undo` and `kubernetes_set_image` through the
-//! `kube` crate (rustls). Connects from a kubeconfig: the block's `config_path`,
+//! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_drain`,
+//! `kubernetes_scale`, `kubernetes_rollout_restart`, `kubernetes_rollout_undo` and
+//! `kubernetes_set_image` through the `kube` crate (rustls). Connects from a kubeconfig: the block's `config_path`,
 //! else `KUBECONFIG` (a colon-separated list) or `~/.kube/config`, with its `context` and
 //! `namespace` overriding the kubeconfig's current context and that context's namespace.
 
 pub mod discovery;
+mod drain;
 mod node;
 pub mod rollout;
 mod scale;
@@ -29,6 +30,7 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(node::Cordon {
             unschedulable: false,
         }),
+        Arc::new(drain::Drain),
         Arc::new(scale::Scale),
         Arc::new(rollout::RolloutRestart),
         Arc::new(rollout::RolloutUndo),

@@ -6,6 +6,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
+// The node's state is shared with `kubernetes_drain` (same target): the node, its pods and
+// their PodDisruptionBudgets, so that a drain planned after a cordon still sees the pods.
+use super::drain::read_node;
 use super::{api_error, context_and_namespace, KubeClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
@@ -28,21 +31,6 @@ pub struct Cordon {
 }
 
 const FIELD: &str = "spec.unschedulable";
-
-fn node_state(n: &Node) -> Json {
-    json!({
-        "name": n.metadata.name,
-        "unschedulable": n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
-    })
-}
-
-async fn read_node(ctx: &StepContext, name: &str) -> Result<Option<Json>, ProviderError> {
-    let api: Api<Node> = Api::all(ctx.client::<KubeClients>()?.client.clone());
-    api.get_opt(name)
-        .await
-        .map(|n| n.as_ref().map(node_state))
-        .map_err(|e| api_error("get", &format!("node `{name}`"), &e))
-}
 
 #[async_trait]
 impl StepType for Cordon {
@@ -115,11 +103,14 @@ impl StepType for Cordon {
             }),
         }
     }
-    fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
-        Some(json!({
-            "name": inputs.get("node"),
-            "unschedulable": self.unschedulable,
-        }))
+    fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
+        // The rest of the node's state (its pods) is unchanged.
+        let mut next = match current {
+            Current::Known(s) if s.is_object() => s.clone(),
+            _ => json!({ "name": inputs.get("node") }),
+        };
+        next["unschedulable"] = Json::Bool(self.unschedulable);
+        Some(next)
     }
     fn planned_outputs(&self, inputs: &Inputs) -> Json {
         json!({ "node": inputs.get("node"), "unschedulable": self.unschedulable })
