@@ -149,10 +149,19 @@ echo
 echo "demo: what the Kubernetes API now says:"
 "$PY" - "$KUBE_DIR/kubeconfig" <<'EOF'
 import sys
+import time
 
 from kubernetes import client, config
 
-core = client.CoreV1Api(config.new_client_from_config(config_file=sys.argv[1]))
+api = config.new_client_from_config(config_file=sys.argv[1])
+core = client.CoreV1Api(api)
+# The evicted pod's replacement lands on the uncordoned node; give the played kubelet a moment.
+deadline = time.monotonic() + 15
+while time.monotonic() < deadline:
+    d = client.AppsV1Api(api).read_namespaced_deployment("web", "apps")
+    if (d.status.ready_replicas or 0) == 3:
+        break
+    time.sleep(0.3)
 for n in core.list_node().items:
     state = "SchedulingDisabled" if n.spec.unschedulable else "schedulable"
     print(f"  node {n.metadata.name}: {state}")
