@@ -339,6 +339,7 @@ impl Providers {
             provider,
             timeout: inst.timeout,
             read_timeout: inst.read_timeout,
+            planned_state: None,
             cancel: Default::default(),
         }
     }
@@ -1100,6 +1101,7 @@ impl<'a> Planner<'a> {
                 },
                 timeout: DEFAULT_TIMEOUT,
                 read_timeout: DEFAULT_READ_TIMEOUT,
+                planned_state: None,
                 cancel: Default::default(),
             };
             match ds.read(&ctx, &inputs).await {
@@ -1629,6 +1631,7 @@ mod tests {
             provider: Some(client),
             timeout: DEFAULT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            planned_state: None,
             cancel: Default::default(),
         }
     }

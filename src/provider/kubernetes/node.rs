@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
-use super::{api_error, context_and_namespace, KubeClients};
+use super::{api_error, context_and_namespace, write_approved, KubeClients, RESOURCE_VERSION};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
 use crate::provider::{
@@ -33,6 +33,7 @@ fn node_state(n: &Node) -> Json {
     json!({
         "name": n.metadata.name,
         "unschedulable": n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        RESOURCE_VERSION: n.metadata.resource_version,
     })
 }
 
@@ -130,10 +131,28 @@ impl StepType for Cordon {
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let name = arg_str(inputs, "node").unwrap_or_default().to_string();
         let api: Api<Node> = Api::all(ctx.client::<KubeClients>()?.client.clone());
-        let patch = json!({ "spec": { "unschedulable": self.unschedulable } });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api_error("patch", &format!("node `{name}` ({})", ctx.target), &e))?;
+        // Conditional on the resource version the approved plan read (kubectl `cordon` patches
+        // unconditionally; a change since approval is reported instead of overwritten).
+        write_approved(
+            self,
+            ctx,
+            inputs,
+            "patch",
+            &format!("node `{name}` ({})", ctx.target),
+            |version| {
+                let mut patch = json!({ "spec": { "unschedulable": self.unschedulable } });
+                if let Some(v) = version {
+                    patch["metadata"] = json!({ "resourceVersion": v });
+                }
+                let (api, name) = (&api, &name);
+                async move {
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await?;
         let want = self.unschedulable;
         wait_until(
             &format!("node `{name}` to have spec.unschedulable = {want}"),
