@@ -236,7 +236,14 @@ def main():
     work = tempfile.mkdtemp(prefix="opsctl-bench-kube-work-")
     try:
         if own:
-            subprocess.run(["bash", KUBE_SH, "start", sdir], check=True, stdout=subprocess.DEVNULL)
+            # A start can fail on a loaded machine (a port taken between probing and
+            # binding): once more with fresh ports.
+            if subprocess.run(["bash", KUBE_SH, "start", sdir], stdout=subprocess.DEVNULL).returncode:
+                subprocess.run(["bash", KUBE_SH, "stop", sdir], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                os.remove(os.path.join(sdir, "ports.env"))
+                subprocess.run(["bash", KUBE_SH, "start", sdir], check=True,
+                               stdout=subprocess.DEVNULL)
         kubeconfig = os.path.join(sdir, "kubeconfig")
         audit = os.path.join(sdir, "audit.log")
         seed(Api(kubeconfig), args.n)
