@@ -330,8 +330,7 @@ async fn a_conflicting_change_while_apply_awaits_approval_is_a_409_naming_it_and
         "k8s/opsctl-test/apps/v1/Deployment/conflict/web",
         "patch scale of Deployment `conflict/web`",
         "409 Conflict",
-        "approved: replicas: 3 -> 1; now: replicas: 5 -> 1",
-        "changed since the plan was approved: run `opsctl plan` again",
+        "The object changed since the plan was approved (approved: replicas: 3 -> 1; now: replicas: 5 -> 1): run `opsctl plan` again",
     ] {
         assert!(text.contains(n), "`{n}` missing:\n{out}");
     }

@@ -416,13 +416,13 @@ where
             (now, then) => {
                 let changed = match (&now, &then) {
                     (Ok(now), Ok(then)) if now != then => {
-                        format!("; approved: {}; now: {}", fields(then), fields(now))
+                        format!("approved: {}; now: {}", fields(then), fields(now))
                     }
-                    (Err(msg), _) => format!("; now: {msg}"),
-                    _ => format!(" ({conflicts} conflicts in a row)"),
+                    (Err(msg), _) => format!("now: {msg}"),
+                    _ => format!("{conflicts} conflicts in a row"),
                 };
                 return Err(ProviderError::new(format!(
-                    "{}{changed}; {what} changed since the plan was approved: run `opsctl plan` again and apply the new plan",
+                    "{}. The object changed since the plan was approved ({changed}): run `opsctl plan` again and apply the new plan (`opsctl apply --resume` continues this run)",
                     api_error(operation, what, &e)
                 )));
             }
