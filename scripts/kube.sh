@@ -6,8 +6,12 @@
 #                               and kube-scheduler (idempotent; fast when done)
 #   scripts/kube.sh start DIR   start etcd, kube-apiserver, kube-controller-manager and
 #                               kube-scheduler with data, certs, logs and pid files in
-#                               DIR; writes DIR/kubeconfig (admin, context opsctl-test)
-#                               and DIR/kubeconfig-viewer (no grants); prints the URL
+#                               DIR; writes DIR/kubeconfig (admin, context opsctl-test),
+#                               DIR/kubeconfig-viewer (no grants) and DIR/kubeconfig-reader
+#                               (get/list/watch on everything, no writes); prints the URL.
+#                               The API server writes an audit log of every request made
+#                               by a client other than the control plane (Metadata level,
+#                               one JSON line per request) to DIR/audit.log
 #   scripts/kube.sh stop DIR    stop what 'start DIR' started (removes nothing else)
 #
 # install (needs root for apt-get): installs golang-go rsync etcd-server openssl
@@ -31,6 +35,7 @@ SRC_LIST=/etc/apt/sources.list.d/opsctl-bookworm-src.sources
 START_TIMEOUT=${OPSCTL_KUBE_START_TIMEOUT:-60}
 ADMIN_TOKEN=opsctl-admin-token
 VIEWER_TOKEN=opsctl-viewer-token
+READER_TOKEN=opsctl-reader-token
 
 die() { echo "kube.sh: error: $*" >&2; exit 1; }
 say() { echo "kube: $*"; }
@@ -261,10 +266,42 @@ make_credentials() {
     cat >"$pki/tokens.csv" <<EOF
 $ADMIN_TOKEN,admin,admin,"system:masters"
 $VIEWER_TOKEN,viewer,viewer
+$READER_TOKEN,reader,reader
 opsctl-controller-manager-token,system:kube-controller-manager,kcm,"system:masters"
 opsctl-scheduler-token,system:kube-scheduler,scheduler,"system:masters"
 EOF
     chmod 600 "$pki/tokens.csv"
+    # Audit: every request of the clients (admin, viewer, reader, tests' own users), none
+    # of the control plane's (its watches and status updates would drown the log).
+    cat >"$pki/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  users: ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"]
+- level: None
+  userGroups: ["system:serviceaccounts", "system:nodes"]
+- level: Metadata
+EOF
+}
+
+# Grant the reader user get/list/watch on every resource (ClusterRole opsctl-reader).
+grant_reader() {
+    local url=$2 pki=$1/pki
+    local api=(curl -fsS --max-time 10 --cacert "$pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN"
+        -H 'Content-Type: application/json' -o /dev/null)
+    "${api[@]}" -X POST "$url/apis/rbac.authorization.k8s.io/v1/clusterroles" -d '{
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "opsctl-reader"},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}' \
+        || die "cannot create ClusterRole opsctl-reader"
+    "${api[@]}" -X POST "$url/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" -d '{
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "opsctl-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "opsctl-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "reader"}]}' \
+        || die "cannot create ClusterRoleBinding opsctl-reader"
 }
 
 stop_dir() {
@@ -332,12 +369,20 @@ start() {
         --authorization-mode RBAC --allow-privileged \
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
-        --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none
+        --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+        --audit-policy-file "$pki/audit-policy.yaml" --audit-log-path "$dir/audit.log" \
+        --audit-log-format json --audit-log-mode blocking
     wait_for "$dir" kube-apiserver curl -fsS --max-time 2 --cacert "$pki/ca.crt" \
         -H "Authorization: Bearer $ADMIN_TOKEN" "$url/readyz"
 
     write_kubeconfig "$dir/kubeconfig" "$url" "$pki/ca.crt" "$ADMIN_TOKEN" admin
     write_kubeconfig "$dir/kubeconfig-viewer" "$url" "$pki/ca.crt" "$VIEWER_TOKEN" viewer
+    write_kubeconfig "$dir/kubeconfig-reader" "$url" "$pki/ca.crt" "$READER_TOKEN" reader
+    # Once per DIR (it lives in etcd, which a restart of the same DIR keeps).
+    if [[ ! -f $dir/reader-granted ]]; then
+        grant_reader "$dir" "$url"
+        : >"$dir/reader-granted"
+    fi
     write_kubeconfig "$pki/controller-manager.kubeconfig" "$url" "$pki/ca.crt" opsctl-controller-manager-token controller-manager
     write_kubeconfig "$pki/scheduler.kubeconfig" "$url" "$pki/ca.crt" opsctl-scheduler-token scheduler
 

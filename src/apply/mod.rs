@@ -670,6 +670,7 @@ async fn run_step_inner(
     let st = registry.step(&inst.type_name).expect("validated type");
     let mut ctx = providers.context(inst).await;
     ctx.cancel = stop.clone();
+    ctx.planned_state = inst.before.clone();
     let started = Instant::now();
     // Failure messages go to the terminal and the journal: scrub sensitive values from them.
     let fail =

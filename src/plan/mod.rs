@@ -339,6 +339,7 @@ impl Providers {
             provider,
             timeout: inst.timeout,
             read_timeout: inst.read_timeout,
+            planned_state: None,
             cancel: Default::default(),
             prepared: None,
         }
@@ -1101,6 +1102,7 @@ impl<'a> Planner<'a> {
                 },
                 timeout: DEFAULT_TIMEOUT,
                 read_timeout: DEFAULT_READ_TIMEOUT,
+                planned_state: None,
                 cancel: Default::default(),
                 prepared: None,
             };
@@ -1631,6 +1633,7 @@ mod tests {
             provider: Some(client),
             timeout: DEFAULT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            planned_state: None,
             cancel: Default::default(),
             prepared: None,
         }

@@ -269,6 +269,12 @@ pub struct StepContext {
     /// guard): the step's `timeout` when it sets one, else
     /// [`crate::plan::DEFAULT_READ_TIMEOUT`].
     pub read_timeout: Duration,
+    /// The state of the target this step's approved change was planned against: what plan
+    /// read (or predicted from earlier steps on the same target), set at apply; None at plan
+    /// time and for steps that do not read. A step may make its write conditional on it (an
+    /// API precondition such as a resource version), so that a change made between approval
+    /// and apply is not silently overwritten.
+    pub planned_state: Option<Json>,
     /// Cancelled when the step must stop: its timeout passed, or the run was aborted. A step
     /// that runs something long-lived stops it when this fires and returns an error; apply
     /// then records the step in doubt. Never cancelled at plan time.

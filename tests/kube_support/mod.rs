@@ -606,3 +606,144 @@ pub fn journal_records(work: &Workdir) -> Vec<serde_json::Value> {
     }
     out
 }
+
+// --- errors and credentials (tests/kubernetes_errors.rs) -------------------------------------
+
+impl KubeServer {
+    /// A kubeconfig whose user (`reader`) may get, list and watch everything but write nothing.
+    pub fn reader(&self) -> PathBuf {
+        self.dir.join("kubeconfig-reader")
+    }
+    /// The API server's audit log: one JSON line per request of a client other than the
+    /// control plane (Metadata level).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+    /// The server's URL (`https://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        std::fs::read_to_string(self.dir.join("url"))
+            .expect("read the server's url")
+            .trim()
+            .to_string()
+    }
+}
+
+/// The audit events of the shared server (ResponseComplete stage) that `pick` selects.
+pub fn audit_events(pick: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(server().audit_log()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete" && pick(e))
+        .collect()
+}
+
+/// Writes `name` in `work`: a kubeconfig for the shared server (context `opsctl-test`) whose
+/// user is `user` (YAML lines indented under `user:`); returns its path.
+pub fn kubeconfig_with_user(work: &Workdir, name: &str, server_url: &str, user: &str) -> PathBuf {
+    let ca = std::fs::read(server().dir.join("pki/ca.crt")).expect("read the CA");
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+    work.write(
+        name,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: opsctl-test\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n{user}\ncontexts:\n- name: opsctl-test\n  context:\n    cluster: opsctl-test\n    user: u\n    namespace: default\ncurrent-context: opsctl-test\n"
+        ),
+    );
+    work.path().join(name)
+}
+
+/// The `type` of each journal record.
+pub fn journal_types(work: &Workdir) -> Vec<String> {
+    journal_records(work)
+        .iter()
+        .map(|r| r["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// An `opsctl apply` (without `--auto-approve`) showing its plan and waiting for approval.
+pub struct AwaitingApproval {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl AwaitingApproval {
+    /// Starts `opsctl apply ARGS` in `work` and waits (up to 120 s) until it asks for `yes`.
+    pub fn start(work: &Workdir, args: &[&str]) -> AwaitingApproval {
+        use std::io::Read;
+        let mut cmd = opsctl(work, None);
+        cmd.arg("apply")
+            .args(args)
+            .arg("--state-dir")
+            .arg(work.state_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn opsctl apply");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut pipe = child.stdout.take().expect("stdout");
+        let sink = stdout.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let start = Instant::now();
+        loop {
+            let text = String::from_utf8_lossy(&stdout.lock().unwrap()).to_string();
+            if text.contains("Enter a value: ") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("opsctl apply exited ({status}) before asking for approval:\n{text}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "opsctl apply did not ask for approval within 120 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        AwaitingApproval {
+            child,
+            stdout,
+            reader,
+        }
+    }
+
+    /// Answers `answer` and waits (up to 180 s) for the command to finish.
+    pub fn answer(mut self, answer: &str) -> Output {
+        use std::io::{Read, Write};
+        {
+            let mut stdin = self.child.stdin.take().expect("stdin");
+            let _ = stdin.write_all(format!("{answer}\n").as_bytes());
+        }
+        let mut stderr = String::new();
+        let mut pipe = self.child.stderr.take().expect("stderr");
+        let err_reader = std::thread::spawn(move || {
+            let _ = pipe.read_to_string(&mut stderr);
+            stderr
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if start.elapsed() > Duration::from_secs(180) {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.reader.join().expect("stdout reader");
+        let stdout = String::from_utf8_lossy(&self.stdout.lock().unwrap()).to_string();
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: err_reader.join().expect("stderr reader"),
+        }
+    }
+}

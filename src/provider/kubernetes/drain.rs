@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{Expression, Selector, SelectorExt};
 use serde_json::{json, Value as Json};
 
-use super::{api_error, context_and_namespace, is_not_found, KubeClients};
+use super::{api_error, context_and_namespace, is_not_found, KubeClients, RESOURCE_VERSION};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_bool, arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
@@ -206,6 +206,7 @@ pub async fn read_node(ctx: &StepContext, name: &str) -> Result<Option<Json>, Pr
     Ok(Some(json!({
         "name": node.metadata.name,
         "unschedulable": node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        RESOURCE_VERSION: node.metadata.resource_version,
         "pods": pods.iter().map(pod_state).collect::<Vec<_>>(),
         "pdbs": pdbs,
     })))

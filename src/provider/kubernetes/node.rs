@@ -9,7 +9,7 @@ use serde_json::{json, Value as Json};
 // The node's state is shared with `kubernetes_drain` (same target): the node, its pods and
 // their PodDisruptionBudgets, so that a drain planned after a cordon still sees the pods.
 use super::drain::read_node;
-use super::{api_error, context_and_namespace, KubeClients};
+use super::{context_and_namespace, write_approved, KubeClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
 use crate::provider::{
@@ -121,10 +121,28 @@ impl StepType for Cordon {
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let name = arg_str(inputs, "node").unwrap_or_default().to_string();
         let api: Api<Node> = Api::all(ctx.client::<KubeClients>()?.client.clone());
-        let patch = json!({ "spec": { "unschedulable": self.unschedulable } });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api_error("patch", &format!("node `{name}` ({})", ctx.target), &e))?;
+        // Conditional on the resource version the approved plan read (kubectl `cordon` patches
+        // unconditionally; a change since approval is reported instead of overwritten).
+        write_approved(
+            self,
+            ctx,
+            inputs,
+            "patch",
+            &format!("node `{name}` ({})", ctx.target),
+            |version| {
+                let mut patch = json!({ "spec": { "unschedulable": self.unschedulable } });
+                if let Some(v) = version {
+                    patch["metadata"] = json!({ "resourceVersion": v });
+                }
+                let (api, name) = (&api, &name);
+                async move {
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await?;
         let want = self.unschedulable;
         wait_until(
             &format!("node `{name}` to have spec.unschedulable = {want}"),

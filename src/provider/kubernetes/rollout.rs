@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value as Json};
 
-use super::{api_error, context_and_namespace, is_not_found, KubeClients};
+use super::{api_error, context_and_namespace, is_not_found, KubeClients, RESOURCE_VERSION};
 use crate::config::eval::{json_is_unknown, UNKNOWN};
 use crate::provider::{
     arg_bool, arg_i64, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, FieldChange,
@@ -180,7 +180,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The workload of kind `kind` that `inputs` name (`namespace`, `name`).
+    /// The workload of kind `kind` that `inputs` name (`namespace`, `name`, and optionally
+    /// `api_version`), resolved through discovery.
     ///
     /// # Errors
     ///
@@ -195,10 +196,13 @@ impl Workload {
         let namespace = arg_str(inputs, "namespace")
             .map(str::to_string)
             .unwrap_or_else(|| clients.namespace.clone());
+        // The version a step names (`kubernetes_scale`'s `api_version = "apps/VERSION"`), else
+        // the group's preferred one.
+        let version = arg_str(inputs, "api_version").and_then(|gv| gv.strip_prefix("apps/"));
         let resolve = |k: &'static str| {
             clients
                 .discovery
-                .resolve(&clients.client, "apps", None, k, &ctx.target)
+                .resolve(&clients.client, "apps", version, k, &ctx.target)
         };
         let served = match kind {
             "Deployment" => resolve("Deployment").await?,
@@ -413,6 +417,10 @@ fn revisions_json(revs: &[Revision]) -> Json {
 /// The state of a workload from its object and (Deployment) ReplicaSets; see the module docs.
 fn state_of(kind: &str, obj: &Json, rss: &[Json]) -> Json {
     let mut s = json!({ "kind": kind, "template": template_of(obj) });
+    // What a write conditional on the approved plan sends (see `write_approved`).
+    if let Some(v) = obj.pointer("/metadata/resourceVersion") {
+        s[RESOURCE_VERSION] = v.clone();
+    }
     if kind != "DaemonSet" {
         s["replicas"] = obj
             .pointer("/spec/replicas")

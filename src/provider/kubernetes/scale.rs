@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
-use super::{api_error, context_and_namespace, is_not_found, rollout, KubeClients};
+use super::{
+    api_error, context_and_namespace, is_not_found, rollout, write_approved, KubeClients,
+    RESOURCE_VERSION,
+};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
 use crate::provider::{
@@ -148,6 +151,7 @@ async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, 
     match api.get_scale(obj.name).await {
         Ok(s) => Ok(Some(json!({
             "replicas": s.spec.and_then(|s| s.replicas).unwrap_or(0),
+            RESOURCE_VERSION: s.metadata.resource_version,
         }))),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(api_error("get scale of", &obj.describe(), &e)),
@@ -194,7 +198,14 @@ impl StepType for Scale {
         let want = inputs.get("replicas").cloned().unwrap_or(Json::Null);
         let before = match current {
             Current::Known(state) => state.get("replicas").cloned().unwrap_or(Json::from(0)),
-            Current::Absent => return Err(format!("{kind} `{name}` not found")),
+            Current::Absent => {
+                return Err(format!(
+                    "{kind} `{name}` not found{}",
+                    arg_str(inputs, "namespace")
+                        .map(|ns| format!(" in namespace `{ns}`"))
+                        .unwrap_or_default()
+                ))
+            }
             Current::NotRead => Json::from(UNKNOWN),
         };
         let field = FieldChange {
@@ -228,21 +239,33 @@ impl StepType for Scale {
         json!({ "replicas": inputs.get("replicas") })
     }
     fn outputs_from_state(&self, _inputs: &Inputs, state: &Json) -> Option<Json> {
-        Some(state.clone())
+        Some(json!({ "replicas": state.get("replicas") }))
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let (obj, api) = Object::of(ctx, inputs).await?;
         let replicas = arg_i64(inputs, "replicas").unwrap_or_default();
-        let patch = json!({ "spec": { "replicas": replicas } });
-        api.patch_scale(obj.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| {
-                api_error(
-                    "patch scale of",
-                    &format!("{} ({})", obj.describe(), ctx.target),
-                    &e,
-                )
-            })?;
+        // Conditional on the resource version the approved plan read, as `kubectl scale
+        // --resource-version` (kubectl `ScaleSimple`) does.
+        write_approved(
+            self,
+            ctx,
+            inputs,
+            "patch scale of",
+            &format!("{} ({})", obj.describe(), ctx.target),
+            |version| {
+                let mut patch = json!({ "spec": { "replicas": replicas } });
+                if let Some(v) = version {
+                    patch["metadata"] = json!({ "resourceVersion": v });
+                }
+                let api = &api;
+                async move {
+                    api.patch_scale(obj.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await?;
         if !arg_bool(inputs, "wait").unwrap_or(true) {
             return Ok(json!({ "replicas": replicas }));
         }
