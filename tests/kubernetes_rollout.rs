@@ -685,3 +685,51 @@ async fn the_incident_scale_restart_example_plans_and_applies() {
     let _ = work;
     kubelet.abort();
 }
+
+// --- one read per target, the deepest ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_before_an_undo_of_one_deployment_plans_both_against_its_revisions() {
+    // `kubernetes_scale` alone reads only the Deployment; `kubernetes_rollout_undo` also reads
+    // its ReplicaSets (the revisions). Plan reads the target once, with the deeper read, so the
+    // undo after the scale still sees revision 1 to go back to.
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "scale-undo").await;
+    let kubelet = kubelet(c.clone(), "scale-undo");
+    create_deployment_spec(&c, "scale-undo", "web", spec("web", 1, APP1)).await;
+    rolled_out(&c, "scale-undo", "web").await;
+    let patch = json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": "c", "image": APP2 },
+    ] } } } });
+    kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.clone(), "scale-undo")
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .expect("set the image to a second revision");
+    rolled_out(&c, "scale-undo", "web").await;
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_scale\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"scale-undo\"\n  name      = \"web\"\n  replicas  = 2\n}\n\n\
+         step \"kubernetes_rollout_undo\" \"web\" {\n  namespace  = \"scale-undo\"\n  name       = \"web\"\n  depends_on = [step.kubernetes_scale.web]\n}\n",
+    );
+    blocking(move || {
+        let p = plan(&work, 2);
+        assert!(p.stdout.contains("~ replicas: 1 -> 2"), "{p}");
+        assert!(
+            p.stdout.contains(&format!(
+                "~ containers[\"c\"].image: \"{APP2}\" -> \"{APP1}\""
+            )),
+            "{p}"
+        );
+        assert!(
+            p.stdout.contains("back to revision 1 (from revision 2)"),
+            "{p}"
+        );
+    })
+    .await;
+    kubelet.abort();
+}

@@ -1316,16 +1316,27 @@ impl<'a> Planner<'a> {
         }
         let sem = Arc::new(Semaphore::new(self.opts.parallelism.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        let mut first_reader: HashMap<&str, usize> = HashMap::new();
+        // One read per target: that of its deepest reader (`StepType::read_depth`), the first
+        // in order among equals.
+        let mut reader: HashMap<&str, (u8, usize)> = HashMap::new();
         for (idx, inst) in self.instances.iter().enumerate() {
             let st = self.registry.step(&inst.type_name).expect("validated type");
             if !st.reads() || crate::config::eval::map_is_unknown(&inst.inputs) {
                 continue;
             }
-            if first_reader.contains_key(inst.target.as_str()) {
-                continue;
+            let depth = st.read_depth();
+            match reader.get(inst.target.as_str()) {
+                Some(&(d, _)) if d >= depth => {}
+                _ => {
+                    reader.insert(&inst.target, (depth, idx));
+                }
             }
-            first_reader.insert(&inst.target, idx);
+        }
+        let mut readers: Vec<usize> = reader.into_values().map(|(_, idx)| idx).collect();
+        readers.sort_unstable();
+        for idx in readers {
+            let inst = &self.instances[idx];
+            let st = self.registry.step(&inst.type_name).expect("validated type");
             let st = st.clone();
             let sem = sem.clone();
             let providers = providers.clone();

@@ -372,6 +372,15 @@ pub trait StepType: Send + Sync {
     fn reads(&self) -> bool {
         false
     }
+    /// When several steps of a procedure act on one target, plan reads it once, with the read
+    /// of the step whose `read_depth` is highest (the first in order among equals). A step type
+    /// whose read fetches more of the same state (a Deployment with its ReplicaSet revisions)
+    /// declares a higher depth than one that reads less of it (replicas only), so that every
+    /// step on the target plans against the fuller state, and a procedure of shallow steps
+    /// pays only for shallow reads. Default 0.
+    fn read_depth(&self) -> u8 {
+        0
+    }
     /// Fetches the current state of the target; None when it does not exist.
     ///
     /// # Errors

@@ -298,6 +298,24 @@ impl Workload {
             .map(|(obj, rss)| state_of(&self.kind, &obj, &rss)))
     }
 
+    /// The workload state without `revisions` (one GET, no ReplicaSet list): what a step that
+    /// needs only replicas and the template reads (`kubernetes_scale`). Steps that need the
+    /// revisions declare a deeper read ([`StepType::read_depth`]), so that a procedure that
+    /// holds both reads the target with theirs.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer to the get.
+    pub async fn read_shallow(&self) -> Result<Option<Json>, ProviderError> {
+        Ok(self.get().await?.map(|obj| {
+            let mut s = state_of(&self.kind, &obj, &[]);
+            if let Some(m) = s.as_object_mut() {
+                m.remove("revisions");
+            }
+            s
+        }))
+    }
+
     /// Patches the object; `what` names the operation in errors.
     async fn patch(&self, what: &str, patch: &Patch<Json>) -> Result<(), ProviderError> {
         self.api
@@ -761,6 +779,10 @@ impl StepType for RolloutRestart {
     fn reads(&self) -> bool {
         true
     }
+    fn read_depth(&self) -> u8 {
+        // Reads the Deployment's revisions (its ReplicaSets), which `kubernetes_scale` skips.
+        1
+    }
     async fn read(
         &self,
         ctx: &StepContext,
@@ -920,6 +942,10 @@ impl StepType for SetImage {
     }
     fn reads(&self) -> bool {
         true
+    }
+    fn read_depth(&self) -> u8 {
+        // Reads the Deployment's revisions (its ReplicaSets), which `kubernetes_scale` skips.
+        1
     }
     async fn read(
         &self,
@@ -1182,6 +1208,10 @@ impl StepType for RolloutUndo {
     }
     fn reads(&self) -> bool {
         true
+    }
+    fn read_depth(&self) -> u8 {
+        // Reads the Deployment's revisions (its ReplicaSets), which `kubernetes_scale` skips.
+        1
     }
     async fn read(
         &self,

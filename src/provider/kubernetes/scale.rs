@@ -140,12 +140,17 @@ fn bad_kind(kind: &str) -> String {
 
 async fn read_scale(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
     // A Deployment or StatefulSet (of group `apps`) reads as the workload state the rollout
-    // steps read and predict too, so that steps of both kinds on one object chain.
+    // steps read and predict too, so that steps of both kinds on one object chain; without the
+    // revisions (one GET): a procedure that also rolls the object reads it with the rollout
+    // step's deeper read (`read_depth`).
     let kind = arg_str(inputs, "kind").unwrap_or_default();
     if arg_str(inputs, "api_version").is_none_or(|v| v.starts_with("apps/"))
         && ["Deployment", "StatefulSet"].contains(&kind)
     {
-        return rollout::Workload::of(ctx, inputs, kind).await?.read().await;
+        return rollout::Workload::of(ctx, inputs, kind)
+            .await?
+            .read_shallow()
+            .await;
     }
     let (obj, api) = Object::of(ctx, inputs).await?;
     match api.get_scale(obj.name).await {
