@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube_support::*;
 use serde_json::json;
 use support::repo_root;
@@ -515,6 +515,12 @@ async fn the_node_maintenance_example_plans_and_applies() {
     .await;
     wait_ready_on(&c, "drain-example-a", "api", 2).await;
     create_ready_node(&c, "drain-example-b", &[("opsctl-drain", "example")]).await;
+    let drained: Vec<String> = pods_on(&c, "drain-example-a")
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(drained.len(), 2);
 
     let work = Workdir::new();
     let example = std::fs::read_to_string(repo_root().join("examples/node-maintenance/main.hcl"))
@@ -545,9 +551,26 @@ async fn the_node_maintenance_example_plans_and_applies() {
         work
     })
     .await;
-    // The pods moved to the other node; after the maintenance window the node is back.
-    assert!(pods_on(&c, "drain-example-a").await.is_empty());
-    wait_ready_on(&c, "drain-example-b", "api", 2).await;
+    // The node's pods were evicted (replaced: 2 ready again, on node b or — once the node is
+    // back in service after the maintenance window — on node a), and the node is schedulable.
+    let pods = Api::<Pod>::namespaced(c.clone(), NS);
+    for p in pods.list(&ListParams::default()).await.expect("list pods") {
+        assert!(
+            !drained.contains(p.metadata.uid.as_ref().expect("uid")),
+            "pod {} was not evicted",
+            key(&p)
+        );
+    }
+    eventually("2 ready replacement pods of api", || async {
+        pods.list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .iter()
+            .filter(|p| pod_ready(p) && app_of(p) == "api")
+            .count()
+            == 2
+    })
+    .await;
     assert!(!unschedulable(&node(&c, "drain-example-a").await));
     drop(work);
     kubelet.abort();
