@@ -1,0 +1,270 @@
+//! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv` and the `vault_kv` data
+//! source, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
+//! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token`, `namespace`
+//! else `VAULT_NAMESPACE` (sent as `X-Vault-Namespace`), `ca_cert` else `VAULT_CACERT`,
+//! `skip_verify` else `VAULT_SKIP_VERIFY`. Targets are `vault/<host:port>[/ns/<namespace>]/<API
+//! path>` (the path of Vault's HTTP API the step writes, without `/v1/`).
+
+mod kv;
+mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use super::{
+    ArgSpec, ArgType, Client, DataSourceType, Provider, ProviderArgs, ProviderError, StepType,
+};
+
+/// The Vault step types.
+pub fn step_types() -> Vec<Arc<dyn StepType>> {
+    vec![Arc::new(policy::Policy), Arc::new(kv::Kv)]
+}
+
+/// The Vault data sources.
+pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
+    vec![Arc::new(kv::KvData)]
+}
+
+/// A connected Vault server: one address, token and namespace.
+pub struct VaultClients {
+    /// The address, e.g. `https://vault.example.com:8200`.
+    pub address: String,
+    /// The namespace every request is sent in (`X-Vault-Namespace`), if any.
+    pub namespace: Option<String>,
+    /// The API client.
+    pub client: VaultClient,
+}
+
+/// Arguments the `provider "vault"` block accepts.
+pub const PROVIDER_ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "address",
+        ty: ArgType::String,
+        required: false,
+        doc: "server URL, e.g. `https://vault.example.com:8200` (default: `VAULT_ADDR`, else `https://127.0.0.1:8200`)",
+    },
+    ArgSpec {
+        name: "token",
+        ty: ArgType::String,
+        required: false,
+        doc: "token (default: `VAULT_TOKEN`, else the file `~/.vault-token`); pass it through a `sensitive` variable",
+    },
+    ArgSpec {
+        name: "namespace",
+        ty: ArgType::String,
+        required: false,
+        doc: "namespace, sent as `X-Vault-Namespace` (default: `VAULT_NAMESPACE`, else none)",
+    },
+    ArgSpec {
+        name: "ca_cert",
+        ty: ArgType::String,
+        required: false,
+        doc: "PEM file of the CA that signed the server's certificate (default: `VAULT_CACERT`)",
+    },
+    ArgSpec {
+        name: "skip_verify",
+        ty: ArgType::Bool,
+        required: false,
+        doc: "do not verify the server's certificate (default: `VAULT_SKIP_VERIFY`, else false)",
+    },
+];
+
+/// Time one request may take before it fails (an unreachable address, a hung server).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `vault` provider: [`VaultClients`] per provider key.
+pub struct Vault;
+
+#[async_trait]
+impl Provider for Vault {
+    fn name(&self) -> &'static str {
+        "vault"
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        PROVIDER_ARGS
+    }
+    async fn connect(&self, args: &ProviderArgs) -> Result<Client, ProviderError> {
+        Ok(Arc::new(connect(args)?))
+    }
+    fn step_types(&self) -> Vec<Arc<dyn StepType>> {
+        step_types()
+    }
+    fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>> {
+        data_sources()
+    }
+}
+
+/// A string argument, else a non-empty environment variable.
+fn arg_or_env(args: &ProviderArgs, name: &str, var: &str) -> Option<String> {
+    args.get(name)
+        .and_then(Json::as_str)
+        .map(str::to_string)
+        .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+}
+
+/// The address a provider block resolves to (its `address`, `VAULT_ADDR`, or the `vault`
+/// CLI's default `https://127.0.0.1:8200`).
+pub fn address(args: &ProviderArgs) -> String {
+    arg_or_env(args, "address", "VAULT_ADDR").unwrap_or_else(|| "https://127.0.0.1:8200".into())
+}
+
+/// The namespace a provider block resolves to (its `namespace`, else `VAULT_NAMESPACE`), without
+/// surrounding slashes; None for the root namespace.
+pub fn namespace(args: &ProviderArgs) -> Option<String> {
+    arg_or_env(args, "namespace", "VAULT_NAMESPACE")
+        .map(|n| n.trim_matches('/').to_string())
+        .filter(|n| !n.is_empty())
+}
+
+/// The prefix of every target of a provider block: `vault/<host:port>[/ns/<namespace>]`.
+pub fn target_prefix(args: &ProviderArgs) -> String {
+    let address = address(args);
+    let host = address
+        .split_once("://")
+        .map_or(address.as_str(), |(_, rest)| rest)
+        .trim_end_matches('/');
+    match namespace(args) {
+        Some(ns) => format!("vault/{host}/ns/{ns}"),
+        None => format!("vault/{host}"),
+    }
+}
+
+/// The token: the block's `token`, `VAULT_TOKEN`, or the first line of `~/.vault-token`
+/// (where `vault login` stores it).
+fn token(args: &ProviderArgs) -> Result<String, ProviderError> {
+    if let Some(t) = arg_or_env(args, "token", "VAULT_TOKEN") {
+        return Ok(t);
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    if let Some(file) = home.map(|h| h.join(".vault-token")) {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let t = text.trim();
+            if !t.is_empty() {
+                return Ok(t.to_string());
+            }
+        }
+    }
+    Err(ProviderError::new(
+        "no Vault token: set `token` in the provider block, VAULT_TOKEN, or log in with `vault login` (~/.vault-token)",
+    ))
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "t" | "true" | "yes" | "y"
+    )
+}
+
+/// Builds a client from a provider block's evaluated arguments. Sends nothing: a wrong address
+/// or token shows in the first step that uses it.
+///
+/// # Errors
+///
+/// No token anywhere, an address that is not a URL, or a CA file that cannot be read.
+pub fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
+    let address = address(args);
+    let namespace = namespace(args);
+    let skip_verify = match args.get("skip_verify").and_then(Json::as_bool) {
+        Some(b) => b,
+        None => std::env::var("VAULT_SKIP_VERIFY").is_ok_and(|v| truthy(&v)),
+    };
+    // vaultrs panics on an address that is not a URL: check it first.
+    match url::Url::parse(&address) {
+        Ok(u) if ["http", "https"].contains(&u.scheme()) => {}
+        Ok(u) => {
+            return Err(ProviderError::new(format!(
+                "Vault address `{address}`: scheme `{}` is not http or https",
+                u.scheme()
+            )))
+        }
+        Err(e) => {
+            return Err(ProviderError::new(format!(
+                "Vault address `{address}` is not a URL: {e}"
+            )))
+        }
+    }
+    let mut settings = VaultClientSettingsBuilder::default();
+    settings
+        .address(&address)
+        .token(token(args)?)
+        .namespace(namespace.clone())
+        .verify(!skip_verify)
+        .ca_certs(
+            arg_or_env(args, "ca_cert", "VAULT_CACERT")
+                .into_iter()
+                .collect(),
+        )
+        .timeout(Some(REQUEST_TIMEOUT));
+    let settings = settings
+        .build()
+        .map_err(|e| ProviderError::new(format!("invalid Vault settings for `{address}`: {e}")))?;
+    let client = VaultClient::new(settings).map_err(|e| {
+        ProviderError::new(format!(
+            "cannot build a Vault client for `{address}`: {}",
+            chain(&e)
+        ))
+    })?;
+    Ok(VaultClients {
+        address,
+        namespace,
+        client,
+    })
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// Whether an API error is Vault's answer for a missing policy or secret: 404 with no error
+/// message. A 404 that says something (`no handler for route "nosuch/data/x"`: a missing
+/// mount) is an error, not an absent object.
+pub fn is_not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::APIError { code: 404, errors } if errors.is_empty())
+}
+
+/// Renders an API error: `WHAT: the server answered CODE: ERRORS` (Vault's multi-error text
+/// `1 error occurred: * permission denied` flattened to `permission denied`), or what kept the
+/// request from getting an answer (connection refused, TLS, timeout). `what` names the
+/// operation and object (`read policy `p``); the engine adds the step and its target.
+pub fn api_error(what: &str, e: &ClientError) -> ProviderError {
+    match e {
+        ClientError::APIError { code, errors } => {
+            let said: Vec<String> = errors
+                .iter()
+                .flat_map(|e| e.lines())
+                .map(|l| l.trim().trim_start_matches("* ").trim())
+                .filter(|l| !l.is_empty() && !l.ends_with("occurred:"))
+                .map(str::to_string)
+                .collect();
+            let said = if said.is_empty() {
+                match code {
+                    403 => "permission denied".to_string(),
+                    404 => "not found".to_string(),
+                    503 => "Vault is sealed or unavailable".to_string(),
+                    _ => "no error message".to_string(),
+                }
+            } else {
+                said.join("; ")
+            };
+            ProviderError::new(format!("{what}: the server answered {code}: {said}"))
+        }
+        other => ProviderError::new(format!("{what}: {}", chain(other))),
+    }
+}

@@ -1,0 +1,346 @@
+//! End-to-end tests of the `vault` provider against a real OpenBao dev server (started once for
+//! this file through `scripts/vault.sh`, `$OPSCTL_VAULT_SH`): `vault_policy`, `vault_kv`, the
+//! `vault_kv` data source feeding another step, and errors (permission denied, missing mount,
+//! unreachable address). Each test uses its own policy names and secret paths.
+
+mod support;
+mod vault_support;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use vault_support::*;
+use vaultrs::api::kv2::requests::SetSecretMetadataRequest;
+
+async fn policy_text(name: &str) -> Option<String> {
+    match vaultrs::sys::policy::read(&client(), name).await {
+        Ok(p) => Some(p.rules),
+        Err(vaultrs::error::ClientError::APIError { code: 404, .. }) => None,
+        Err(e) => panic!("read policy {name}: {e:?}"),
+    }
+}
+
+async fn secret(path: &str) -> HashMap<String, String> {
+    vaultrs::kv2::read(&client(), "secret", path)
+        .await
+        .unwrap_or_else(|e| panic!("read secret/{path}: {e:?}"))
+}
+
+async fn secret_version(path: &str) -> u64 {
+    vaultrs::kv2::read_metadata(&client(), "secret", path)
+        .await
+        .unwrap_or_else(|e| panic!("read metadata of secret/{path}: {e:?}"))
+        .current_version
+}
+
+const POLICY_V1: &str = "path \"secret/data/app/*\" {\n  capabilities = [\"read\"]\n}\n";
+const POLICY_V2: &str = "path \"secret/data/app/*\" {\n  capabilities = [\"read\", \"list\"]\n}\n\npath \"sys/leases/lookup/*\" {\n  capabilities = [\"list\"]\n}\n";
+
+fn policy_step(text: &str) -> String {
+    format!("step \"vault_policy\" \"app\" {{\n  name   = \"tfc-policy\"\n  policy = <<-EOT\n{text}EOT\n}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_created_diffed_by_line_deleted_and_then_has_nothing_to_do() {
+    server();
+    let work = workdir(&policy_step(POLICY_V1));
+
+    // Create.
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("policy_create_plan", portless(&p.stdout));
+        work
+    })
+    .await;
+    assert_eq!(
+        policy_text("tfc-policy").await,
+        None,
+        "plan wrote the policy"
+    );
+    let work = blocking(move || {
+        apply(&work);
+        work
+    })
+    .await;
+    assert_eq!(policy_text("tfc-policy").await.as_deref(), Some(POLICY_V1));
+    let work = blocking(move || {
+        let p = plan(&work, 0);
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
+        work
+    })
+    .await;
+
+    // Update: a line diff of the policy text.
+    write_steps(&work, &policy_step(POLICY_V2));
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("policy_update_plan", portless(&p.stdout));
+        work
+    })
+    .await;
+    assert_eq!(
+        policy_text("tfc-policy").await.as_deref(),
+        Some(POLICY_V1),
+        "plan wrote the policy"
+    );
+    let work = blocking(move || {
+        apply(&work);
+        plan(&work, 0);
+        work
+    })
+    .await;
+    assert_eq!(policy_text("tfc-policy").await.as_deref(), Some(POLICY_V2));
+
+    // Delete.
+    write_steps(
+        &work,
+        "step \"vault_policy\" \"app\" {\n  name   = \"tfc-policy\"\n  ensure = \"absent\"\n}\n",
+    );
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("policy_delete_plan", portless(&p.stdout));
+        apply(&work);
+        work
+    })
+    .await;
+    assert_eq!(policy_text("tfc-policy").await, None);
+    blocking(move || {
+        let p = plan(&work, 0);
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_write_plans_keys_never_values_uses_check_and_set_and_then_has_nothing_to_do() {
+    server();
+    let c = client();
+    vaultrs::kv2::set(
+        &c,
+        "secret",
+        "app/db",
+        &json!({ "username": "svc-app", "password": "old-pw-4711", "legacy": "drop-me-0815" }),
+    )
+    .await
+    .expect("seed secret");
+    // Writes without check-and-set are refused from now on: apply must send `cas`.
+    let meta = SetSecretMetadataRequest::builder()
+        .mount("secret")
+        .path("app/db")
+        .cas_required(true)
+        .build()
+        .unwrap();
+    vaultrs::api::exec_with_empty(&c, meta)
+        .await
+        .expect("require cas");
+    let new_pw = "n3w-Pa55word-9f2c";
+    let work = workdir(&format!(
+        "step \"vault_kv\" \"db\" {{\n  path = \"app/db\"\n  data = {{\n    username = \"svc-app\"\n    password = \"{new_pw}\"\n    port     = \"5432\"\n  }}\n}}\n"
+    ));
+
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("kv_update_plan", portless(&p.stdout));
+        work
+    })
+    .await;
+    assert_eq!(secret_version("app/db").await, 1, "plan wrote the secret");
+
+    let work = blocking(move || {
+        let a = apply(&work);
+        assert!(
+            !a.stdout.contains(new_pw) && !a.stderr.contains(new_pw),
+            "{a}"
+        );
+        work
+    })
+    .await;
+    assert_eq!(secret_version("app/db").await, 2);
+    let live = secret("app/db").await;
+    assert_eq!(
+        live,
+        HashMap::from([
+            ("username".to_string(), "svc-app".to_string()),
+            ("password".to_string(), new_pw.to_string()),
+            ("port".to_string(), "5432".to_string()),
+        ])
+    );
+    let work = blocking(move || {
+        let p = plan(&work, 0);
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
+        work
+    })
+    .await;
+    for (path, text) in files_under(work.path()) {
+        if path.extension().is_some_and(|e| e == "hcl") {
+            continue;
+        }
+        for secret in [new_pw, "old-pw-4711", "drop-me-0815"] {
+            assert!(
+                !text.contains(secret),
+                "{} holds a secret value:\n{text}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_creates_a_new_secret() {
+    server();
+    let work = workdir(
+        "step \"vault_kv\" \"new\" {\n  path = \"svc/new\"\n  data = { token = \"t0ken-abcdef\" }\n}\n",
+    );
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("kv_create_plan", portless(&p.stdout));
+        apply(&work);
+        work
+    })
+    .await;
+    assert_eq!(secret("svc/new").await["token"], "t0ken-abcdef");
+    assert_eq!(secret_version("svc/new").await, 1);
+    blocking(move || {
+        plan(&work, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_data_source_feeds_a_step_and_its_value_shows_nowhere() {
+    server();
+    let pw = "Rds-Master-7c1e9a";
+    vaultrs::kv2::set(
+        &client(),
+        "secret",
+        "rds/master",
+        &json!({ "password": pw }),
+    )
+    .await
+    .expect("seed secret");
+    let work = Workdir::new();
+    let check = work.path().join("checked");
+    write_steps(
+        &work,
+        &format!(
+            "data \"vault_kv\" \"rds\" {{\n  path = \"rds/master\"\n}}\n\n\
+             step \"exec\" \"set_password\" {{\n  command     = \"test \\\"$PW\\\" = {pw} && touch {check} && echo password is $PW\"\n  environment = {{ PW = data.vault_kv.rds.data.password }}\n}}\n\n\
+             step \"exec\" \"fail\" {{\n  command     = \"echo failing with $PW >&2; exit 3\"\n  environment = {{ PW = data.vault_kv.rds.data.password }}\n  depends_on  = [step.exec.set_password]\n}}\n",
+            check = check.display()
+        ),
+    );
+    let (work, outs) = blocking(move || {
+        let p = plan(&work, 2);
+        let a = opsctl_run(&work, &["apply", "--auto-approve"]);
+        a.expect_code(1);
+        (work, vec![p, a])
+    })
+    .await;
+    // The first step ran with the real value; the second failed printing it.
+    assert!(
+        check.exists(),
+        "the step did not get the password: {}",
+        outs[1]
+    );
+    assert!(outs[0].stdout.contains("(sensitive value)"), "{}", outs[0]);
+    for o in &outs {
+        assert!(!o.stdout.contains(pw) && !o.stderr.contains(pw), "{o}");
+    }
+    let files = files_under(&work.state_dir());
+    assert!(!files.is_empty(), "no journal written");
+    for (path, text) in files {
+        assert!(
+            !text.contains(pw),
+            "{} holds the password:\n{text}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_of_the_kv_data_source_must_be_declared_sensitive() {
+    server();
+    vaultrs::kv2::set(&client(), "secret", "out/x", &json!({ "k": "value-12345" }))
+        .await
+        .expect("seed secret");
+    let work = workdir(
+        "data \"vault_kv\" \"x\" {\n  path = \"out/x\"\n}\n\noutput \"k\" {\n  value = data.vault_kv.x.data.k\n}\n",
+    );
+    blocking(move || {
+        let out = opsctl_run(&work, &["plan"]);
+        assert_ne!(out.code, 0, "{out}");
+        assert!(out.stderr.contains("sensitive = true"), "{out}");
+        assert!(!out.stdout.contains("value-12345") && !out.stderr.contains("value-12345"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_step_the_target_and_the_servers_answer() {
+    let s = server();
+    // A token with only the `default` policy: permission denied.
+    let token = vaultrs::token::new(
+        &client(),
+        Some(
+            vaultrs::api::token::requests::CreateTokenRequest::builder()
+                .policies(vec!["default".to_string()]),
+        ),
+    )
+    .await
+    .expect("create token")
+    .client_token;
+    let work = workdir(
+        "step \"vault_policy\" \"p\" {\n  name   = \"denied\"\n  policy = \"path \\\"x\\\" {}\"\n}\n",
+    );
+    let addr = s.addr.clone();
+    blocking(move || {
+        let mut cmd = opsctl_cmd(&work);
+        cmd.env("VAULT_TOKEN", &token)
+            .args(["plan", "--state-dir"])
+            .arg(work.state_dir());
+        let out = run(&mut cmd);
+        assert_ne!(out.code, 0, "{out}");
+        insta::assert_snapshot!("error_permission_denied", portless(&out.stderr));
+
+        // A mount that does not exist.
+        write_steps(
+            &work,
+            "step \"vault_kv\" \"k\" {\n  mount = \"nosuch\"\n  path  = \"a/b\"\n  data  = { k = \"v\" }\n}\n",
+        );
+        let out = opsctl_run(&work, &["plan"]);
+        assert_ne!(out.code, 0, "{out}");
+        insta::assert_snapshot!("error_missing_mount", portless(&out.stderr));
+
+        // Nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        work.write(
+            "main.hcl",
+            &format!("provider \"vault\" {{\n  address = \"http://127.0.0.1:{port}\"\n}}\n\nstep \"vault_policy\" \"p\" {{\n  name   = \"x\"\n  policy = \"path \\\"x\\\" {{}}\"\n}}\n"),
+        );
+        let out = opsctl_run(&work, &["plan"]);
+        assert_ne!(out.code, 0, "{out}");
+        assert!(
+            out.stderr.contains("step.vault_policy.p")
+                && out.stderr.contains(&format!("vault/127.0.0.1:{port}/sys/policy/x")),
+            "{out}"
+        );
+        let _ = addr;
+    })
+    .await;
+}
