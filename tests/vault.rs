@@ -1,7 +1,8 @@
 //! End-to-end tests of the `vault` provider against a real OpenBao dev server (started once for
 //! this file through `scripts/vault.sh`, `$OPSCTL_VAULT_SH`): `vault_policy`, `vault_kv`, the
-//! `vault_kv` data source feeding another step, and errors (permission denied, missing mount,
-//! unreachable address). Each test uses its own policy names and secret paths.
+//! `vault_kv` data source feeding another step, `vault_lease_revoke` (database credentials on a
+//! real PostgreSQL 15, also started through the script), and errors (permission denied, missing
+//! mount, unreachable address). Each test uses its own policy names, secret paths and mounts.
 
 mod support;
 mod vault_support;
@@ -341,6 +342,85 @@ async fn errors_name_the_step_the_target_and_the_servers_answer() {
             "{out}"
         );
         let _ = addr;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_database_users_are_gone(
+) {
+    server();
+    let work = blocking(|| {
+        database_engine("database");
+        database_role("database", "readonly");
+        database_role("database", "other");
+        workdir(
+            "step \"vault_lease_revoke\" \"creds\" {\n  prefix = \"database/creds/readonly\"\n}\n",
+        )
+    })
+    .await;
+    let (work, issued, other) = blocking(move || {
+        let issued: Vec<(String, String)> = (0..5)
+            .map(|_| issue_creds("database", "readonly"))
+            .collect();
+        let other = issue_creds("database", "other");
+        (work, issued, other)
+    })
+    .await;
+    let users = |names: Vec<String>| {
+        let list = names
+            .iter()
+            .map(|u| format!("'{u}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        psql(&format!(
+            "select rolname from pg_roles where rolname in ({list}) order by 1"
+        ))
+    };
+    let names: Vec<String> = issued.iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(users(names.clone()).len(), 5);
+
+    let ids: Vec<String> = issued.iter().map(|(l, _)| l.clone()).collect();
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        for id in &ids {
+            assert!(p.stdout.contains(&format!("{id} (role `readonly`)")), "{p}");
+        }
+        let mut text = portless(&p.stdout);
+        for id in &ids {
+            text = text.replace(id.as_str(), "database/creds/readonly/LEASE");
+        }
+        insta::assert_snapshot!("lease_revoke_plan", text);
+        work
+    })
+    .await;
+    // Plan revoked nothing.
+    assert_eq!(users(names.clone()).len(), 5, "plan revoked leases");
+
+    let work = blocking(move || {
+        apply(&work);
+        work
+    })
+    .await;
+    // Revoking database leases can meet "tuple concurrently updated", retried ~15 s later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !users(names.clone()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database users left: {:?}",
+            users(names.clone())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // The other role's credential is untouched.
+    assert_eq!(users(vec![other.1.clone()]), vec![other.1]);
+    blocking(move || {
+        let p = plan(&work, 0);
+        assert!(
+            p.stdout
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+            "{p}"
+        );
     })
     .await;
 }

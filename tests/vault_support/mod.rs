@@ -200,3 +200,138 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
+
+/// The PostgreSQL 15 cluster shared by every test of this process (started in the server's
+/// directory through `vault.sh start-postgres`, so that `vault.sh stop` stops it at exit).
+pub struct Postgres {
+    pub port: String,
+}
+
+static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+
+pub fn postgres() -> &'static Postgres {
+    POSTGRES.get_or_init(|| {
+        let dir = &server().dir;
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start-postgres")
+            .arg(dir)
+            .output()
+            .expect("run vault.sh start-postgres");
+        assert!(
+            out.status.success(),
+            "vault.sh start-postgres failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = env_file(&dir.join("pg.env"));
+        Postgres {
+            port: env["PGPORT"].clone(),
+        }
+    })
+}
+
+/// Runs `psql -tAc SQL` as the superuser; returns its output lines.
+pub fn psql(sql: &str) -> Vec<String> {
+    let pg = postgres();
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-tAc", sql])
+        .env("PGPASSWORD", "postgres")
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Calls Vault's HTTP API with the root token through curl: `METHOD /v1/PATH` with `body`.
+/// Returns the JSON answer (Null when empty); panics on an HTTP error.
+pub fn vault_http(method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let s = server();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "-X", method])
+        .arg("-H")
+        .arg(format!("X-Vault-Token: {}", s.token));
+    if !body.is_null() {
+        cmd.arg("-d").arg(body.to_string());
+    }
+    let out = cmd
+        .arg(format!("{}/v1/{path}", s.addr))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{method} {path}: {text}");
+    if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+    }
+}
+
+/// A database secrets engine at `mount` connected to the shared PostgreSQL (as `pg`).
+pub fn database_engine(mount: &str) {
+    let pg = postgres();
+    vault_http(
+        "POST",
+        &format!("sys/mounts/{mount}"),
+        &serde_json::json!({ "type": "database" }),
+    );
+    vault_http(
+        "POST",
+        &format!("{mount}/config/pg"),
+        &serde_json::json!({
+            "plugin_name": "postgresql-database-plugin",
+            "allowed_roles": "*",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
+            "username": "postgres",
+            "password": "postgres",
+        }),
+    );
+}
+
+/// Role `role` of the database engine at `mount`: a login role named `v-...-<role>-...` per
+/// credential.
+pub fn database_role(mount: &str, role: &str) {
+    vault_http(
+        "POST",
+        &format!("{mount}/roles/{role}"),
+        &serde_json::json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+            "default_ttl": "1h",
+        }),
+    );
+}
+
+/// Reads `MOUNT/creds/ROLE` once: (lease id, database user name).
+pub fn issue_creds(mount: &str, role: &str) -> (String, String) {
+    let a = vault_http(
+        "GET",
+        &format!("{mount}/creds/{role}"),
+        &serde_json::Value::Null,
+    );
+    (
+        a["lease_id"].as_str().expect("lease_id").to_string(),
+        a["data"]["username"]
+            .as_str()
+            .expect("username")
+            .to_string(),
+    )
+}

@@ -6,6 +6,7 @@
 //! path>` (the path of Vault's HTTP API the step writes, without `/v1/`).
 
 mod kv;
+mod lease;
 mod policy;
 
 use std::sync::Arc;
@@ -22,7 +23,11 @@ use super::{
 
 /// The Vault step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
-    vec![Arc::new(policy::Policy), Arc::new(kv::Kv)]
+    vec![
+        Arc::new(policy::Policy),
+        Arc::new(kv::Kv),
+        Arc::new(lease::LeaseRevoke),
+    ]
 }
 
 /// The Vault data sources.
@@ -215,6 +220,83 @@ pub fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
         namespace,
         client,
     })
+}
+
+/// A method of Vault's HTTP API that vaultrs does not cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET PATH?list=true` (Vault's `LIST`).
+    List,
+    /// `PUT PATH` with a JSON body.
+    Put,
+}
+
+/// Calls Vault's HTTP API where vaultrs falls short (the lease endpoints), through the same
+/// reqwest client, token and namespace as vaultrs. Returns the response's JSON (Null for 204),
+/// None for a 404 with no error message (nothing at that path).
+///
+/// # Errors
+///
+/// The server's answer ([`api_error`]), or what kept the request from getting one; `what`
+/// names the operation.
+pub async fn raw(
+    clients: &VaultClients,
+    method: Method,
+    path: &str,
+    body: &Json,
+    what: &str,
+) -> Result<Option<Json>, ProviderError> {
+    let settings = &clients.client.settings;
+    let url = format!(
+        "{}/v1/{}",
+        settings.address.as_str().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    let http = &clients.client.http.http;
+    let mut req = match method {
+        Method::List => http.get(format!("{url}?list=true")),
+        Method::Put => http
+            .put(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string()),
+    };
+    req = req
+        .header("X-Vault-Request", "true")
+        .header("X-Vault-Token", settings.token.as_str());
+    if let Some(ns) = &clients.namespace {
+        req = req.header("X-Vault-Namespace", ns.as_str());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ProviderError::new(format!("{what}: {}", chain(&e))))?;
+    let code = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::new(format!("{what}: {}", chain(&e))))?;
+    let json: Json = if bytes.is_empty() {
+        Json::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Json::Null)
+    };
+    if (200..300).contains(&code) {
+        return Ok(Some(json));
+    }
+    let errors: Vec<String> = json
+        .get("errors")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let e = ClientError::APIError { code, errors };
+    if is_not_found(&e) {
+        return Ok(None);
+    }
+    Err(api_error(what, &e))
 }
 
 /// An error with its sources, `a: b: c`.
