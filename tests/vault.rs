@@ -424,3 +424,148 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_is_sent_and_named_in_the_target_and_a_wrong_one_is_an_error() {
+    server();
+    let work = blocking(|| {
+        vault_http("POST", "sys/namespaces/team-a", &json!({}));
+        vault_http_ns(
+            Some("team-a"),
+            "POST",
+            "sys/mounts/secret",
+            &json!({ "type": "kv", "options": { "version": "2" } }),
+        );
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            "provider \"vault\" {\n  namespace = \"team-a\"\n}\n\nstep \"vault_kv\" \"k\" {\n  path = \"ns/app\"\n  data = { key = \"in-namespace-value\" }\n}\n",
+        );
+        let p = plan(&work, 2);
+        assert!(
+            portless(&p.stdout).contains("target: vault/127.0.0.1:PORT/ns/team-a/secret/data/ns/app"),
+            "{p}"
+        );
+        apply(&work);
+        plan(&work, 0);
+        let read = vault_http_ns(Some("team-a"), "GET", "secret/data/ns/app", &serde_json::Value::Null);
+        assert_eq!(read["data"]["data"]["key"], "in-namespace-value");
+        work
+    })
+    .await;
+    // Not in the root namespace.
+    assert!(
+        vaultrs::kv2::read::<HashMap<String, String>>(&client(), "secret", "ns/app")
+            .await
+            .is_err()
+    );
+
+    blocking(move || {
+        work.write(
+            "main.hcl",
+            "provider \"vault\" {\n  namespace = \"team-b\"\n}\n\nstep \"vault_kv\" \"k\" {\n  path = \"ns/app\"\n  data = { key = \"v\" }\n}\n",
+        );
+        let out = opsctl_run(&work, &["plan"]);
+        assert_ne!(out.code, 0, "{out}");
+        insta::assert_snapshot!("error_wrong_namespace", portless(&out.stderr));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_vault_is_an_error_naming_step_and_target() {
+    let sealed = blocking(|| {
+        let p = PrivateServer::start();
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "-X",
+                "POST",
+                "-H",
+                "X-Vault-Token: root",
+            ])
+            .arg(format!("{}/v1/sys/seal", p.addr))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "seal: {out:?}");
+        p
+    })
+    .await;
+    let addr = sealed.addr.clone();
+    blocking(move || {
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &format!("provider \"vault\" {{\n  address = \"{addr}\"\n}}\n\nstep \"vault_policy\" \"p\" {{\n  name   = \"x\"\n  policy = \"path \\\"x\\\" {{}}\"\n}}\n"),
+        );
+        let out = opsctl_run(&work, &["plan"]);
+        assert_ne!(out.code, 0, "{out}");
+        let port = addr.rsplit(':').next().unwrap();
+        insta::assert_snapshot!(
+            "error_sealed",
+            out.stderr.replace(port, "PORT")
+        );
+    })
+    .await;
+    drop(sealed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_at_apply_fails_the_run_and_writes_nothing() {
+    server();
+    let c = client();
+    vaultrs::kv2::set(&c, "secret", "ro/app", &json!({ "k": "before-value-1" }))
+        .await
+        .expect("seed secret");
+    vaultrs::sys::policy::set(
+        &c,
+        "kv-read-only",
+        "path \"secret/data/ro/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/ro/*\" { capabilities = [\"read\"] }\n",
+    )
+    .await
+    .expect("policy");
+    let token = vaultrs::token::new(
+        &c,
+        Some(
+            vaultrs::api::token::requests::CreateTokenRequest::builder()
+                .policies(vec!["kv-read-only".to_string()]),
+        ),
+    )
+    .await
+    .expect("create token")
+    .client_token;
+    let work = workdir(
+        "step \"vault_kv\" \"k\" {\n  path = \"ro/app\"\n  data = { k = \"after-value-2\" }\n}\n",
+    );
+    let (work, out) = blocking(move || {
+        let mut cmd = opsctl_cmd(&work);
+        cmd.env("VAULT_TOKEN", &token)
+            .args(["apply", "--auto-approve", "--state-dir"])
+            .arg(work.state_dir());
+        let out = run(&mut cmd);
+        (work, out)
+    })
+    .await;
+    assert_ne!(out.code, 0, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("step.vault_kv.k")
+            && portless(&all).contains("vault/127.0.0.1:PORT/secret/data/ro/app")
+            && all.contains("403: permission denied"),
+        "{out}"
+    );
+    assert!(
+        !all.contains("after-value-2") && !all.contains("before-value-1"),
+        "{out}"
+    );
+    for (path, text) in files_under(&work.state_dir()) {
+        assert!(
+            !text.contains("after-value-2"),
+            "{}: {text}",
+            path.display()
+        );
+    }
+    assert_eq!(secret_version("ro/app").await, 1, "something was written");
+    assert_eq!(secret("ro/app").await["k"], "before-value-1");
+}

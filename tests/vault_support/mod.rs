@@ -264,11 +264,24 @@ pub fn psql(sql: &str) -> Vec<String> {
 /// Calls Vault's HTTP API with the root token through curl: `METHOD /v1/PATH` with `body`.
 /// Returns the JSON answer (Null when empty); panics on an HTTP error.
 pub fn vault_http(method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    vault_http_ns(None, method, path, body)
+}
+
+/// [`vault_http`] in a namespace.
+pub fn vault_http_ns(
+    namespace: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
     let s = server();
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--fail-with-body", "-X", method])
         .arg("-H")
         .arg(format!("X-Vault-Token: {}", s.token));
+    if let Some(ns) = namespace {
+        cmd.arg("-H").arg(format!("X-Vault-Namespace: {ns}"));
+    }
     if !body.is_null() {
         cmd.arg("-d").arg(body.to_string());
     }
@@ -334,4 +347,50 @@ pub fn issue_creds(mount: &str, role: &str) -> (String, String) {
             .expect("username")
             .to_string(),
     )
+}
+
+/// A second, private OpenBao dev server (for tests that break it, e.g. seal it), stopped and
+/// removed on drop.
+pub struct PrivateServer {
+    pub dir: PathBuf,
+    pub addr: String,
+}
+
+impl PrivateServer {
+    pub fn start() -> PrivateServer {
+        let dir = tempfile::Builder::new()
+            .prefix("opsctl-vault-private-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("run vault.sh start");
+        let server = PrivateServer {
+            addr: String::new(),
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "vault.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = server;
+        server.addr = env_file(&server.dir.join("env"))["VAULT_ADDR"].clone();
+        server
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
