@@ -2,7 +2,9 @@
 //! this file through `scripts/vault.sh`, `$OPSCTL_VAULT_SH`): `vault_policy`, `vault_kv`, the
 //! `vault_kv` data source feeding another step, `vault_lease_revoke` (database credentials on a
 //! real PostgreSQL 15, also started through the script), and errors (permission denied, missing
-//! mount, unreachable address). Each test uses its own policy names, secret paths and mounts.
+//! mount, unreachable address, wrong namespace, sealed server, a write refused at apply), and
+//! the seed examples `examples/vault-*`. Each test uses its own policy names, secret paths,
+//! mounts and namespaces.
 
 mod support;
 mod vault_support;
@@ -351,9 +353,9 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
 ) {
     server();
     let work = blocking(|| {
-        database_engine("database");
-        database_role("database", "readonly");
-        database_role("database", "other");
+        database_engine(None, "database");
+        database_role(None, "database", "readonly");
+        database_role(None, "database", "other");
         workdir(
             "step \"vault_lease_revoke\" \"creds\" {\n  prefix = \"database/creds/readonly\"\n}\n",
         )
@@ -361,9 +363,9 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
     .await;
     let (work, issued, other) = blocking(move || {
         let issued: Vec<(String, String)> = (0..5)
-            .map(|_| issue_creds("database", "readonly"))
+            .map(|_| issue_creds(None, "database", "readonly"))
             .collect();
-        let other = issue_creds("database", "other");
+        let other = issue_creds(None, "database", "other");
         (work, issued, other)
     })
     .await;
@@ -568,4 +570,103 @@ async fn a_write_refused_at_apply_fails_the_run_and_writes_nothing() {
     }
     assert_eq!(secret_version("ro/app").await, 1, "something was written");
     assert_eq!(secret("ro/app").await["k"], "before-value-1");
+}
+
+/// Users of `names` that still exist in PostgreSQL.
+fn pg_users(names: &[String]) -> Vec<String> {
+    let list = names
+        .iter()
+        .map(|u| format!("'{u}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    psql(&format!(
+        "select rolname from pg_roles where rolname in ({list}) order by 1"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_examples_plan_and_apply_in_their_namespaces() {
+    server();
+    let example = |name: &str| {
+        std::fs::read_to_string(support::repo_root().join(format!("examples/{name}/main.hcl")))
+            .unwrap_or_else(|e| panic!("read examples/{name}: {e}"))
+    };
+    let policy_example = example("vault-tfc-policy-restore");
+    let rotation_example = example("vault-db-credential-rotation");
+    let (names, ids) = blocking(|| {
+        // The runbook's namespaces: admin, and admin/dev below it.
+        vault_http("POST", "sys/namespaces/admin", &json!({}));
+        vault_http_ns(Some("admin"), "POST", "sys/namespaces/dev", &json!({}));
+        // A scoped tfc-policy: the broken state the runbook restores from.
+        vault_http_ns(
+            Some("admin"),
+            "PUT",
+            "sys/policy/tfc-policy",
+            &json!({ "policy": "path \"secret/*\" {\n  capabilities = [\"read\"]\n}\n" }),
+        );
+        database_engine(Some("admin/dev"), "database");
+        database_role(Some("admin/dev"), "database", "netlix-app");
+        let issued: Vec<(String, String)> = (0..3)
+            .map(|_| issue_creds(Some("admin/dev"), "database", "netlix-app"))
+            .collect();
+        (
+            issued.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>(),
+            issued.into_iter().map(|(l, _)| l).collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    assert_eq!(pg_users(&names).len(), 3);
+
+    // TFC policy restore (seed 000).
+    blocking(move || {
+        let work = Workdir::new();
+        work.write("main.hcl", &policy_example);
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("example_tfc_policy_restore_plan", portless(&p.stdout));
+        apply(&work);
+        let live = vault_http_ns(
+            Some("admin"),
+            "GET",
+            "sys/policy/tfc-policy",
+            &serde_json::Value::Null,
+        );
+        assert!(
+            live["rules"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("path \"*\""),
+            "{live}"
+        );
+        plan(&work, 0);
+    })
+    .await;
+
+    // Forced rotation of dynamic database credentials (seed 000).
+    let work = blocking(move || {
+        let work = Workdir::new();
+        work.write("main.hcl", &rotation_example);
+        let p = plan(&work, 2);
+        let mut text = portless(&p.stdout);
+        for id in &ids {
+            assert!(text.contains(&format!("{id} (role `netlix-app`)")), "{p}");
+            text = text.replace(id.as_str(), "database/creds/netlix-app/LEASE");
+        }
+        insta::assert_snapshot!("example_db_credential_rotation_plan", text);
+        apply(&work);
+        work
+    })
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !pg_users(&names).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database users left: {:?}",
+            pg_users(&names)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    blocking(move || {
+        plan(&work, 0);
+    })
+    .await;
 }

@@ -298,15 +298,18 @@ pub fn vault_http_ns(
     }
 }
 
-/// A database secrets engine at `mount` connected to the shared PostgreSQL (as `pg`).
-pub fn database_engine(mount: &str) {
+/// A database secrets engine at `mount` (in namespace `ns`, else the root one) connected to
+/// the shared PostgreSQL (as `pg`).
+pub fn database_engine(ns: Option<&str>, mount: &str) {
     let pg = postgres();
-    vault_http(
+    vault_http_ns(
+        ns,
         "POST",
         &format!("sys/mounts/{mount}"),
         &serde_json::json!({ "type": "database" }),
     );
-    vault_http(
+    vault_http_ns(
+        ns,
         "POST",
         &format!("{mount}/config/pg"),
         &serde_json::json!({
@@ -319,10 +322,11 @@ pub fn database_engine(mount: &str) {
     );
 }
 
-/// Role `role` of the database engine at `mount`: a login role named `v-...-<role>-...` per
-/// credential.
-pub fn database_role(mount: &str, role: &str) {
-    vault_http(
+/// Role `role` of the database engine at `mount` (in namespace `ns`): a login role named
+/// `v-...-<role>-...` per credential.
+pub fn database_role(ns: Option<&str>, mount: &str, role: &str) {
+    vault_http_ns(
+        ns,
         "POST",
         &format!("{mount}/roles/{role}"),
         &serde_json::json!({
@@ -333,9 +337,10 @@ pub fn database_role(mount: &str, role: &str) {
     );
 }
 
-/// Reads `MOUNT/creds/ROLE` once: (lease id, database user name).
-pub fn issue_creds(mount: &str, role: &str) -> (String, String) {
-    let a = vault_http(
+/// Reads `MOUNT/creds/ROLE` (in namespace `ns`) once: (lease id, database user name).
+pub fn issue_creds(ns: Option<&str>, mount: &str, role: &str) -> (String, String) {
+    let a = vault_http_ns(
+        ns,
         "GET",
         &format!("{mount}/creds/{role}"),
         &serde_json::Value::Null,
