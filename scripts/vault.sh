@@ -11,7 +11,7 @@
 #                                          VAULT_TOKEN) and prints the address
 #   scripts/vault.sh start-postgres DIR    a private PostgreSQL 15 cluster on a free
 #                                          127.0.0.1 port (user postgres, password
-#                                          `postgres`); writes DIR/pg.env (PGHOST, PGPORT,
+#                                          `postgres`, checked over TCP); writes DIR/pg.env (PGHOST, PGPORT,
 #                                          PGUSER, PGPASSWORD)
 #   scripts/vault.sh stop DIR              stop what 'start'/'start-postgres' started in DIR
 #
@@ -165,16 +165,20 @@ start_postgres() {
         [[ $(id -un) == postgres ]] || as_root chown postgres: "$data"
         # The postgres user must reach DIR.
         chmod o+x "$dir"
-        as_postgres "$PG_BIN/initdb" -D "$data" -A trust -U postgres >"$dir/initdb.log" 2>&1 \
+        # Passwords are checked over TCP (so that a rotated password really locks the old one
+        # out); the Unix socket in DATA stays trust for the postgres OS user.
+        printf 'postgres\n' >"$dir/pg.pw"
+        chmod 644 "$dir/pg.pw"
+        as_postgres "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+            --pwfile="$dir/pg.pw" >"$dir/initdb.log" 2>&1 \
             || { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed (log: $dir/initdb.log)"; }
+        rm -f -- "$dir/pg.pw"
     fi
     port=$(free_port)
     as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t "$START_TIMEOUT" \
         -o "-k $data -h 127.0.0.1 -p $port" start >/dev/null \
         || { tail -n 20 "$data/server.log" >&2; die "PostgreSQL did not start (log: $data/server.log)"; }
     head -n 1 "$data/postmaster.pid" >"$dir/postgres.pid"
-    as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "ALTER USER postgres PASSWORD 'postgres'" >/dev/null \
-        || die "psql: cannot set the postgres password"
     printf '%s\n' "PGHOST=127.0.0.1" "PGPORT=$port" "PGUSER=postgres" "PGPASSWORD=postgres" >"$dir/pg.env"
     note "PostgreSQL ready in $((SECONDS - t0))s on 127.0.0.1:$port (data $data)"
 }

@@ -670,3 +670,50 @@ async fn the_seed_examples_plan_and_apply_in_their_namespaces() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_root_changes_the_password_only_vault_knows_and_vault_still_connects() {
+    server();
+    let work = blocking(|| {
+        let pg = postgres();
+        psql("CREATE ROLE vault_root WITH LOGIN SUPERUSER PASSWORD 'initial-pw-1'");
+        vault_http("POST", "sys/mounts/db-rotate", &json!({ "type": "database" }));
+        vault_http(
+            "POST",
+            "db-rotate/config/pg",
+            &json!({
+                "plugin_name": "postgresql-database-plugin",
+                "allowed_roles": "*",
+                "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
+                "username": "vault_root",
+                "password": "initial-pw-1",
+            }),
+        );
+        database_role(None, "db-rotate", "app");
+        assert!(psql_as("vault_root", "initial-pw-1", "select 1").is_ok());
+        let work = workdir(
+            "step \"vault_database_rotate_root\" \"pg\" {\n  mount      = \"db-rotate\"\n  connection = \"pg\"\n}\n",
+        );
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("rotate_root_plan", portless(&p.stdout));
+        // Plan rotated nothing.
+        assert!(psql_as("vault_root", "initial-pw-1", "select 1").is_ok());
+        let a = apply(&work);
+        assert!(!a.stdout.contains("initial-pw-1"), "{a}");
+        work
+    })
+    .await;
+    blocking(move || {
+        let refused = psql_as("vault_root", "initial-pw-1", "select 1")
+            .expect_err("the old root password still works");
+        assert!(
+            refused.contains("password authentication failed"),
+            "{refused}"
+        );
+        // Vault logs in with the new one: it still issues credentials.
+        let (_, user) = issue_creds(None, "db-rotate", "app");
+        assert_eq!(pg_users(std::slice::from_ref(&user)), vec![user]);
+        drop(work);
+    })
+    .await;
+}

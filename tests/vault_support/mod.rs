@@ -233,6 +233,11 @@ pub fn postgres() -> &'static Postgres {
 
 /// Runs `psql -tAc SQL` as the superuser; returns its output lines.
 pub fn psql(sql: &str) -> Vec<String> {
+    psql_as("postgres", "postgres", sql).unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+}
+
+/// Runs `psql -tAc SQL` over TCP as `user` with `password`: its output lines, or its stderr.
+pub fn psql_as(user: &str, password: &str, sql: &str) -> Result<Vec<String>, String> {
     let pg = postgres();
     let out = Command::new("/usr/lib/postgresql/15/bin/psql")
         .args([
@@ -241,24 +246,23 @@ pub fn psql(sql: &str) -> Vec<String> {
             "-p",
             &pg.port,
             "-U",
-            "postgres",
+            user,
             "-d",
             "postgres",
         ])
         .args(["-tAc", sql])
-        .env("PGPASSWORD", "postgres")
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
         .output()
         .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .filter(|l| !l.is_empty())
-        .collect()
+        .collect())
 }
 
 /// Calls Vault's HTTP API with the root token through curl: `METHOD /v1/PATH` with `body`.

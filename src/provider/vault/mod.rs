@@ -1,10 +1,11 @@
-//! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv` and the `vault_kv` data
-//! source, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
+//! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
+//! `vault_database_rotate_root` and the `vault_kv` data source, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
 //! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token`, `namespace`
 //! else `VAULT_NAMESPACE` (sent as `X-Vault-Namespace`), `ca_cert` else `VAULT_CACERT`,
 //! `skip_verify` else `VAULT_SKIP_VERIFY`. Targets are `vault/<host:port>[/ns/<namespace>]/<API
 //! path>` (the path of Vault's HTTP API the step writes, without `/v1/`).
 
+mod database;
 mod kv;
 mod lease;
 mod policy;
@@ -27,6 +28,7 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(policy::Policy),
         Arc::new(kv::Kv),
         Arc::new(lease::LeaseRevoke),
+        Arc::new(database::RotateRoot),
     ]
 }
 
