@@ -717,3 +717,84 @@ async fn rotate_root_changes_the_password_only_vault_knows_and_vault_still_conne
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_logs_in_with_userpass_or_approle() {
+    server();
+    let (role_id, secret_id) = blocking(|| {
+        vault_http(
+            "PUT",
+            "sys/policy/login-admin",
+            &json!({ "policy": "path \"sys/policy/*\" {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}\n" }),
+        );
+        vault_http("POST", "sys/auth/userpass", &json!({ "type": "userpass" }));
+        vault_http(
+            "POST",
+            "auth/userpass/users/ops-admin",
+            &json!({ "password": "userpass-pw-31337", "token_policies": "login-admin" }),
+        );
+        vault_http("POST", "sys/auth/approle", &json!({ "type": "approle" }));
+        vault_http(
+            "POST",
+            "auth/approle/role/ci",
+            &json!({ "token_policies": "login-admin" }),
+        );
+        let role_id = vault_http("GET", "auth/approle/role/ci/role-id", &serde_json::Value::Null)
+            ["data"]["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let secret_id = vault_http("POST", "auth/approle/role/ci/secret-id", &json!({}))["data"]
+            ["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (role_id, secret_id)
+    })
+    .await;
+    let step = "step \"vault_policy\" \"p\" {\n  name   = \"via-login\"\n  policy = \"path \\\"x/*\\\" {\\n  capabilities = [\\\"read\\\"]\\n}\\n\"\n}\n";
+    let run_without_token = |work: &Workdir, args: &[&str], vars: &[(&str, &str)]| {
+        let mut cmd = opsctl_cmd(work);
+        cmd.env_remove("VAULT_TOKEN")
+            .env("HOME", work.path())
+            .args(args)
+            .arg("--state-dir")
+            .arg(work.state_dir());
+        for (k, v) in vars {
+            cmd.env(format!("OPSCTL_VAR_{k}"), v);
+        }
+        run(&mut cmd)
+    };
+    blocking(move || {
+        // userpass, the password from a sensitive variable.
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &format!("variable \"pw\" {{\n  sensitive = true\n}}\n\nprovider \"vault\" {{\n  auth = {{\n    method   = \"userpass\"\n    username = \"ops-admin\"\n    password = var.pw\n  }}\n}}\n\n{step}"),
+        );
+        let p = run_without_token(&work, &["plan", "--detailed-exitcode"], &[("pw", "userpass-pw-31337")]);
+        p.expect_code(2);
+        let a = run_without_token(&work, &["apply", "--auto-approve"], &[("pw", "userpass-pw-31337")]);
+        a.expect_success();
+        for o in [&p, &a] {
+            assert!(!o.stdout.contains("userpass-pw-31337") && !o.stderr.contains("userpass-pw-31337"), "{o}");
+        }
+        run_without_token(&work, &["plan", "--detailed-exitcode"], &[("pw", "userpass-pw-31337")])
+            .expect_code(0);
+        // A wrong password: the login fails, naming the method and user.
+        let out = run_without_token(&work, &["plan"], &[("pw", "wrong-pw-000")]);
+        assert_ne!(out.code, 0, "{out}");
+        insta::assert_snapshot!("error_login_failed", portless(&out.stderr));
+        assert!(!out.stderr.contains("wrong-pw-000"), "{out}");
+
+        // approle.
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &format!("provider \"vault\" {{\n  auth = {{\n    method    = \"approle\"\n    role_id   = \"{role_id}\"\n    secret_id = \"{secret_id}\"\n  }}\n}}\n\n{step}"),
+        );
+        run_without_token(&work, &["plan", "--detailed-exitcode"], &[]).expect_code(0);
+    })
+    .await;
+    assert!(policy_text("via-login").await.is_some());
+}

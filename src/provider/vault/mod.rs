@@ -1,6 +1,7 @@
 //! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
 //! `vault_database_rotate_root` and the `vault_kv` data source, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
-//! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token`, `namespace`
+//! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token` (or an `auth`
+//! login: userpass or approle), `namespace`
 //! else `VAULT_NAMESPACE` (sent as `X-Vault-Namespace`), `ca_cert` else `VAULT_CACERT`,
 //! `skip_verify` else `VAULT_SKIP_VERIFY`. Targets are `vault/<host:port>[/ns/<namespace>]/<API
 //! path>` (the path of Vault's HTTP API the step writes, without `/v1/`).
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::{
@@ -68,6 +69,12 @@ pub const PROVIDER_ARGS: &[ArgSpec] = &[
         doc: "namespace, sent as `X-Vault-Namespace` (default: `VAULT_NAMESPACE`, else none)",
     },
     ArgSpec {
+        name: "auth",
+        ty: ArgType::Any,
+        required: false,
+        doc: "log in instead of using a token: `{ method = \"userpass\", username = ..., password = var.pw }` or `{ method = \"approle\", role_id = ..., secret_id = var.secret_id }`, with `mount` (default: the method's name)",
+    },
+    ArgSpec {
         name: "ca_cert",
         ty: ArgType::String,
         required: false,
@@ -96,7 +103,7 @@ impl Provider for Vault {
         PROVIDER_ARGS
     }
     async fn connect(&self, args: &ProviderArgs) -> Result<Client, ProviderError> {
-        Ok(Arc::new(connect(args)?))
+        Ok(Arc::new(connect(args).await?))
     }
     fn step_types(&self) -> Vec<Arc<dyn StepType>> {
         step_types()
@@ -168,15 +175,101 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// Builds a client from a provider block's evaluated arguments. Sends nothing: a wrong address
-/// or token shows in the first step that uses it.
+/// Whether a header can carry `v` (vaultrs panics on one that cannot).
+fn header_safe(v: &str) -> bool {
+    v.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// The `auth` block: (method, mount, login name, secret), checked.
+fn auth_args(auth: &Json) -> Result<(&str, &str, &str, &str), ProviderError> {
+    let get = |k: &str| auth.get(k).and_then(Json::as_str);
+    let method = get("method")
+        .ok_or_else(|| ProviderError::new("`auth` needs `method`: \"userpass\" or \"approle\""))?;
+    let (id_key, secret_key) = match method {
+        "userpass" => ("username", "password"),
+        "approle" => ("role_id", "secret_id"),
+        other => {
+            return Err(ProviderError::new(format!(
+                "`auth` method {other:?} is not supported: \"userpass\" or \"approle\""
+            )))
+        }
+    };
+    let need = |k: &str| {
+        get(k).ok_or_else(|| {
+            ProviderError::new(format!("`auth` with method \"{method}\" needs `{k}`"))
+        })
+    };
+    Ok((
+        method,
+        get("mount").unwrap_or(method).trim_matches('/'),
+        need(id_key)?,
+        need(secret_key)?,
+    ))
+}
+
+/// Builds a client from a provider block's evaluated arguments, logging in first when the block
+/// has `auth` (the only request it sends: a wrong address or token shows in the first step that
+/// uses it).
 ///
 /// # Errors
 ///
-/// No token anywhere, an address that is not a URL, or a CA file that cannot be read.
-pub fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
+/// No token anywhere, an address that is not a URL, a CA file that cannot be read, a token or
+/// namespace an HTTP header cannot carry, or a failed login (the server's answer).
+pub async fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
+    let auth = args.get("auth").filter(|a| !a.is_null());
+    let login = auth.map(auth_args).transpose()?;
+    let mut clients = client(
+        args,
+        if login.is_some() {
+            String::new()
+        } else {
+            token(args)?
+        },
+    )?;
+    if let Some((method, mount, id, secret)) = login {
+        let logged_in = match method {
+            "userpass" => vaultrs::auth::userpass::login(&clients.client, mount, id, secret).await,
+            _ => vaultrs::auth::approle::login(&clients.client, mount, id, secret).await,
+        };
+        let info = logged_in.map_err(|e| {
+            let who = if method == "userpass" {
+                format!(" as `{id}`")
+            } else {
+                String::new()
+            };
+            api_error(
+                &format!(
+                    "log in to `{}` with {method} (mount `{mount}`){who}",
+                    clients.address
+                ),
+                &e,
+            )
+        })?;
+        if !header_safe(&info.client_token) {
+            return Err(ProviderError::new(format!(
+                "log in to `{}`: the token returned cannot be sent in a header",
+                clients.address
+            )));
+        }
+        clients.client.set_token(&info.client_token);
+    }
+    Ok(clients)
+}
+
+/// The client of a provider block with `token` (empty: none, to log in).
+fn client(args: &ProviderArgs, token: String) -> Result<VaultClients, ProviderError> {
     let address = address(args);
     let namespace = namespace(args);
+    if !header_safe(&token) {
+        return Err(ProviderError::new(
+            "the Vault token contains characters an HTTP header cannot carry (spaces, newlines, non-ASCII)",
+        ));
+    }
+    if let Some(ns) = namespace.as_deref().filter(|ns| !header_safe(ns)) {
+        return Err(ProviderError::new(format!(
+            "Vault namespace {ns:?} contains characters an HTTP header cannot carry"
+        )));
+    }
     let skip_verify = match args.get("skip_verify").and_then(Json::as_bool) {
         Some(b) => b,
         None => std::env::var("VAULT_SKIP_VERIFY").is_ok_and(|v| truthy(&v)),
@@ -199,7 +292,7 @@ pub fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
     let mut settings = VaultClientSettingsBuilder::default();
     settings
         .address(&address)
-        .token(token(args)?)
+        .token(token)
         .namespace(namespace.clone())
         .verify(!skip_verify)
         .ca_certs(
