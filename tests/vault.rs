@@ -798,3 +798,40 @@ async fn the_provider_logs_in_with_userpass_or_approle() {
     .await;
     assert!(policy_text("via-login").await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leases_and_seal_status_data_sources_read_the_server() {
+    server();
+    let ids = blocking(|| {
+        database_engine(None, "db-ds");
+        database_role(None, "db-ds", "reader");
+        let mut ids: Vec<String> = (0..2)
+            .map(|_| issue_creds(None, "db-ds", "reader").0)
+            .collect();
+        ids.sort();
+        ids
+    })
+    .await;
+    blocking(move || {
+        let work = workdir(
+            "data \"vault_leases\" \"reader\" {\n  prefix = \"db-ds/creds/reader\"\n}\n\ndata \"vault_leases\" \"none\" {\n  prefix = \"db-ds/creds/nobody\"\n}\n\ndata \"vault_seal_status\" \"s\" {}\n\n\
+             output \"count\" {\n  value = data.vault_leases.reader.count\n}\n\noutput \"ids\" {\n  value = data.vault_leases.reader.ids\n}\n\noutput \"roles\" {\n  value = [for l in data.vault_leases.reader.leases : l.role]\n}\n\n\
+             output \"none\" {\n  value = data.vault_leases.none.count\n}\n\noutput \"sealed\" {\n  value = data.vault_seal_status.s.sealed\n}\n\noutput \"storage\" {\n  value = data.vault_seal_status.s.storage\n}\n",
+        );
+        let out = opsctl_run(&work, &["plan"]);
+        out.expect_success();
+        let text = out.stdout.clone();
+        for want in [
+            "count = 2".to_string(),
+            "none = 0".to_string(),
+            "sealed = false".to_string(),
+            format!("\"{}\"", ids[0]),
+            format!("\"{}\"", ids[1]),
+            "\"reader\"".to_string(),
+            "storage = \"inmem\"".to_string(),
+        ] {
+            assert!(text.contains(&want), "no {want}:\n{out}");
+        }
+    })
+    .await;
+}

@@ -12,8 +12,8 @@ use serde_json::{json, Value as Json};
 use super::{raw, target_prefix, Method, VaultClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
-    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, Inputs,
-    ProviderError, StepContext, StepType, TargetEnv,
+    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
+    Inputs, ProviderError, StepContext, StepType, TargetEnv,
 };
 
 const ARGS: &[ArgSpec] = &[
@@ -224,5 +224,41 @@ impl StepType for LeaseRevoke {
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
         true
+    }
+}
+
+const DATA_ARGS: &[ArgSpec] = &[ArgSpec {
+    name: "prefix",
+    ty: ArgType::String,
+    required: true,
+    doc: "lease prefix, e.g. `database/creds/readonly`",
+}];
+
+/// The `vault_leases` data source: the leases under a prefix (`vault list
+/// sys/leases/lookup/PREFIX`, walked folder by folder).
+pub struct LeasesData;
+
+#[async_trait]
+impl DataSourceType for LeasesData {
+    fn name(&self) -> &'static str {
+        "vault_leases"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("vault")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        DATA_ARGS
+    }
+    /// `{"ids": [ID, ...], "leases": [{"id": ID, "role": ROLE}, ...], "count": N}`, sorted.
+    async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let leases = list_leases(ctx, prefix(inputs)).await?;
+        Ok(json!({
+            "count": leases.len(),
+            "leases": leases
+                .iter()
+                .map(|id| json!({ "id": id, "role": role_of(id) }))
+                .collect::<Vec<_>>(),
+            "ids": leases,
+        }))
     }
 }

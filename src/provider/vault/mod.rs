@@ -1,5 +1,6 @@
 //! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
-//! `vault_database_rotate_root` and the `vault_kv` data source, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
+//! `vault_database_rotate_root`, and the data sources `vault_kv`, `vault_leases` and
+//! `vault_seal_status`, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
 //! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token` (or an `auth`
 //! login: userpass or approle), `namespace`
 //! else `VAULT_NAMESPACE` (sent as `X-Vault-Namespace`), `ca_cert` else `VAULT_CACERT`,
@@ -10,6 +11,7 @@ mod database;
 mod kv;
 mod lease;
 mod policy;
+mod seal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +37,11 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
 
 /// The Vault data sources.
 pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
-    vec![Arc::new(kv::KvData)]
+    vec![
+        Arc::new(kv::KvData),
+        Arc::new(lease::LeasesData),
+        Arc::new(seal::SealStatus),
+    ]
 }
 
 /// A connected Vault server: one address, token and namespace.
@@ -320,6 +326,8 @@ fn client(args: &ProviderArgs, token: String) -> Result<VaultClients, ProviderEr
 /// A method of Vault's HTTP API that vaultrs does not cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET PATH`.
+    Get,
     /// `GET PATH?list=true` (Vault's `LIST`).
     List,
     /// `PUT PATH` with a JSON body.
@@ -349,6 +357,7 @@ pub async fn raw(
     );
     let http = &clients.client.http.http;
     let mut req = match method {
+        Method::Get => http.get(url),
         Method::List => http.get(format!("{url}?list=true")),
         Method::Put => http
             .put(url)
