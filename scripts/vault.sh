@@ -13,7 +13,11 @@
 #                                          127.0.0.1 port (user postgres, password
 #                                          `postgres`, checked over TCP); writes DIR/pg.env (PGHOST, PGPORT,
 #                                          PGUSER, PGPASSWORD)
-#   scripts/vault.sh stop DIR              stop what 'start'/'start-postgres' started in DIR
+#   scripts/vault.sh start-raft DIR        a non-dev OpenBao with Raft storage in DIR/raft on a
+#                                          free 127.0.0.1 port, uninitialised (initialise it
+#                                          with PUT /v1/sys/init; it is then sealed); writes
+#                                          DIR/env (VAULT_ADDR) and prints the address
+#   scripts/vault.sh stop DIR              stop what 'start*' started in DIR
 #
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl; the venv is $OPSCTL_CACHE/venv, made by
 # scripts/setup.sh), OPSCTL_VAULT_START_TIMEOUT (seconds, default 60).
@@ -140,6 +144,50 @@ start() {
     echo "$addr"
 }
 
+# A non-dev server with Raft storage, left uninitialised (the caller initialises it through
+# PUT /v1/sys/init, and it is then sealed), for seal and unseal tests.
+start_raft() {
+    local dir=${1:-} bin port cport addr deadline t0=$SECONDS
+    [[ -n $dir ]] || die "usage: $0 start-raft DIR"
+    bao_ok || die "OpenBao is not installed: run '$0 install' first"
+    bin=$(bao_bin)
+    mkdir -p "$dir/raft"
+    dir=$(cd "$dir" && pwd)
+    if live_pid "$dir" bao bao >/dev/null && [[ -f $dir/env ]]; then
+        note "already running in $dir"
+        sed -n 's/^VAULT_ADDR=//p' "$dir/env"
+        return 0
+    fi
+    port=$(free_port)
+    cport=$(free_port)
+    addr=http://127.0.0.1:$port
+    printf '%s\n' \
+        'storage "raft" {' "  path    = \"$dir/raft\"" '  node_id = "opsctl-test"' '}' \
+        'listener "tcp" {' "  address         = \"127.0.0.1:$port\"" \
+        "  cluster_address = \"127.0.0.1:$cport\"" '  tls_disable     = true' '}' \
+        "api_addr      = \"$addr\"" "cluster_addr  = \"http://127.0.0.1:$cport\"" \
+        'disable_mlock = true' >"$dir/bao.hcl"
+    : >"$dir/bao.log"
+    nohup "$bin" server -config="$dir/bao.hcl" </dev/null >>"$dir/bao.log" 2>&1 &
+    echo "$!" >"$dir/bao.pid"
+    deadline=$((SECONDS + START_TIMEOUT))
+    until curl -fsS --max-time 2 "$addr/v1/sys/seal-status" >/dev/null 2>&1; do
+        if ! live_pid "$dir" bao bao >/dev/null; then
+            tail -n 25 "$dir/bao.log" >&2
+            die "bao exited before it was ready (log: $dir/bao.log)"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 25 "$dir/bao.log" >&2
+            stop_one "$dir" bao bao
+            die "bao not ready within ${START_TIMEOUT}s (log: $dir/bao.log)"
+        fi
+        sleep 0.1
+    done
+    printf '%s\n' "VAULT_ADDR=$addr" >"$dir/env"
+    note "OpenBao (raft, uninitialised) ready in $((SECONDS - t0))s: $addr (log $dir/bao.log)"
+    echo "$addr"
+}
+
 as_postgres() {
     if [[ $(id -un) == postgres ]]; then
         "$@"
@@ -211,9 +259,10 @@ case ${1:-} in
     install) do_install ;;
     start) start "${2:-}" ;;
     start-postgres) start_postgres "${2:-}" ;;
+    start-raft) start_raft "${2:-}" ;;
     stop) stop "${2:-}" ;;
     *)
-        echo "usage: $0 install | start DIR | start-postgres DIR | stop DIR" >&2
+        echo "usage: $0 install | start DIR | start-postgres DIR | start-raft DIR | stop DIR" >&2
         exit 2
         ;;
 esac

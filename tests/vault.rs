@@ -835,3 +835,70 @@ async fn the_leases_and_seal_status_data_sources_read_the_server() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has_nothing_to_do() {
+    let raft = blocking(PrivateServer::start_raft).await;
+    let addr = raft.addr.clone();
+    let init = {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-X", "PUT", "-d"])
+            .arg(r#"{"secret_shares":5,"secret_threshold":3}"#)
+            .arg(format!("{addr}/v1/sys/init"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "init: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("init answer")
+    };
+    let keys: Vec<String> = init["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let root = init["root_token"].as_str().unwrap().to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    blocking(move || {
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &format!("provider \"vault\" {{\n  address = \"{addr}\"\n}}\n\nstep \"vault_unseal\" \"emergency\" {{\n  keys_from_env = [\"UNSEAL_KEY_1\", \"UNSEAL_KEY_2\", \"UNSEAL_KEY_3\"]\n}}\n"),
+        );
+        let run_with_keys = |args: &[&str]| {
+            let mut cmd = opsctl_cmd(&work);
+            cmd.env("VAULT_ADDR", &addr).env("VAULT_TOKEN", &root);
+            for (i, k) in keys.iter().take(3).enumerate() {
+                cmd.env(format!("UNSEAL_KEY_{}", i + 1), k);
+            }
+            cmd.args(args).arg("--state-dir").arg(work.state_dir());
+            run(&mut cmd)
+        };
+        let p = run_with_keys(&["plan", "--detailed-exitcode"]);
+        p.expect_code(2);
+        insta::assert_snapshot!("unseal_plan", p.stdout.replace(&port, "PORT"));
+        let a = run_with_keys(&["apply", "--auto-approve"]);
+        a.expect_success();
+        let status = std::process::Command::new("curl")
+            .args(["-sS"])
+            .arg(format!("{addr}/v1/sys/seal-status"))
+            .output()
+            .expect("curl");
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["sealed"], false, "{status}");
+        let p2 = run_with_keys(&["plan", "--detailed-exitcode"]);
+        p2.expect_code(0);
+        // The shares appear nowhere.
+        let mut texts: Vec<String> = [&p, &a, &p2]
+            .iter()
+            .flat_map(|o| [o.stdout.clone(), o.stderr.clone()])
+            .collect();
+        texts.extend(files_under(&work.state_dir()).into_iter().map(|(_, t)| t));
+        for t in &texts {
+            for k in &keys {
+                assert!(!t.contains(k.as_str()), "a key share shows: {t}");
+            }
+        }
+    })
+    .await;
+    drop(raft);
+}

@@ -366,7 +366,17 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
+    /// A dev server (unsealed, root token `root`).
     pub fn start() -> PrivateServer {
+        PrivateServer::start_with("start")
+    }
+
+    /// A non-dev server with Raft storage, uninitialised.
+    pub fn start_raft() -> PrivateServer {
+        PrivateServer::start_with("start-raft")
+    }
+
+    fn start_with(command: &str) -> PrivateServer {
         let dir = tempfile::Builder::new()
             .prefix("opsctl-vault-private-")
             .tempdir()
@@ -374,10 +384,10 @@ impl PrivateServer {
             .keep();
         let out = Command::new("bash")
             .arg(script())
-            .arg("start")
+            .arg(command)
             .arg(&dir)
             .output()
-            .expect("run vault.sh start");
+            .expect("run vault.sh");
         let server = PrivateServer {
             addr: String::new(),
             dir,
