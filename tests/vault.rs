@@ -902,3 +902,45 @@ async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has
     .await;
     drop(raft);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_role_is_created_diffed_and_then_has_nothing_to_do() {
+    server();
+    let step = |stmt: &str| {
+        format!("step \"vault_database_role\" \"app\" {{\n  mount               = \"db-role\"\n  name                = \"app\"\n  db_name             = \"pg\"\n  creation_statements = [\n    \"CREATE ROLE \\\"{{{{name}}}}\\\" WITH LOGIN PASSWORD '{{{{password}}}}' VALID UNTIL '{{{{expiration}}}}';\",\n    \"{stmt}\",\n  ]\n  default_ttl         = \"1h\"\n  max_ttl             = \"24h\"\n}}\n")
+    };
+    blocking(move || {
+        database_engine(None, "db-role");
+        let work = workdir(&step(
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \\\"{{name}}\\\";",
+        ));
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("database_role_create_plan", portless(&p.stdout));
+        apply(&work);
+        let live = vault_http("GET", "db-role/roles/app", &serde_json::Value::Null);
+        assert_eq!(live["data"]["default_ttl"], 3600, "{live}");
+        assert_eq!(live["data"]["max_ttl"], 86400, "{live}");
+        assert_eq!(
+            live["data"]["creation_statements"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "{live}"
+        );
+        plan(&work, 0);
+        // Vault issues credentials through it.
+        let (_, user) = issue_creds(None, "db-role", "app");
+        assert_eq!(pg_users(std::slice::from_ref(&user)), vec![user]);
+
+        write_steps(
+            &work,
+            &step("GRANT USAGE ON SCHEMA public TO \\\"{{name}}\\\";"),
+        );
+        let p = plan(&work, 2);
+        insta::assert_snapshot!("database_role_update_plan", portless(&p.stdout));
+        apply(&work);
+        plan(&work, 0);
+    })
+    .await;
+}

@@ -1,4 +1,5 @@
-//! `vault_database_rotate_root`: rotate the root credentials of a database secrets engine's
+//! The database secrets engine: `vault_database_role` writes a role (below);
+//! `vault_database_rotate_root` rotates the root credentials of a database secrets engine's
 //! connection (`vault write -force database/rotate-root/NAME`, `POST
 //! /v1/MOUNT/rotate-root/NAME`): Vault sets a new password for the user it logs in with, which
 //! only Vault knows from then on. Plan reads the connection (`GET /v1/MOUNT/config/NAME`, which
@@ -8,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
-use super::{api_error, is_not_found, target_prefix, VaultClients};
+use super::{api_error, is_not_found, raw, target_prefix, Method, VaultClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs, ProviderError,
@@ -144,6 +145,255 @@ impl StepType for RotateRoot {
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
         // Rotating again leaves the same outcome: a password only Vault knows.
+        true
+    }
+}
+
+const ROLE_ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "mount",
+        ty: ArgType::String,
+        required: false,
+        doc: "path of the database secrets engine (default `database`)",
+    },
+    ArgSpec {
+        name: "name",
+        ty: ArgType::String,
+        required: true,
+        doc: "role name (`MOUNT/roles/NAME`; credentials are read from `MOUNT/creds/NAME`)",
+    },
+    ArgSpec {
+        name: "db_name",
+        ty: ArgType::String,
+        required: true,
+        doc: "the connection it uses (`MOUNT/config/DB_NAME`)",
+    },
+    ArgSpec {
+        name: "creation_statements",
+        ty: ArgType::ListOfString,
+        required: true,
+        doc: "SQL run to create a user (`{{name}}`, `{{password}}`, `{{expiration}}`)",
+    },
+    ArgSpec {
+        name: "revocation_statements",
+        ty: ArgType::ListOfString,
+        required: false,
+        doc: "SQL run to drop a user (default: the plugin's)",
+    },
+    ArgSpec {
+        name: "default_ttl",
+        ty: ArgType::Duration,
+        required: false,
+        doc: "lease duration of its credentials (default: the mount's)",
+    },
+    ArgSpec {
+        name: "max_ttl",
+        ty: ArgType::Duration,
+        required: false,
+        doc: "longest a lease can be renewed to (default: the mount's)",
+    },
+];
+
+/// `vault_database_role`: write a role of the database secrets engine (`vault write
+/// database/roles/NAME ...`); plan compares each field with the live role (statements as a line
+/// diff) and is a no-op when they match.
+pub struct Role;
+
+/// The fields a role step manages, as the API reads them: statements joined by lines, TTLs in
+/// seconds.
+fn role_fields(inputs: &Inputs) -> Vec<(&'static str, Json)> {
+    let lines = |k: &str| {
+        inputs.get(k).and_then(Json::as_array).map(|a| {
+            Json::from(
+                a.iter()
+                    .filter_map(Json::as_str)
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>(),
+            )
+        })
+    };
+    let secs = |k: &str| {
+        arg_str(inputs, k).map(|d| match crate::provider::builtin::parse_duration(d) {
+            Ok(d) => Json::from(d.as_secs()),
+            Err(_) => Json::from(d),
+        })
+    };
+    let mut f = vec![(
+        "db_name",
+        inputs.get("db_name").cloned().unwrap_or(Json::Null),
+    )];
+    for (k, v) in [
+        ("creation_statements", lines("creation_statements")),
+        ("revocation_statements", lines("revocation_statements")),
+        ("default_ttl", secs("default_ttl")),
+        ("max_ttl", secs("max_ttl")),
+    ] {
+        if let Some(v) = v {
+            f.push((k, v));
+        }
+    }
+    f
+}
+
+fn role_path(inputs: &Inputs) -> String {
+    format!(
+        "{}/roles/{}",
+        mount(inputs),
+        arg_str(inputs, "name").unwrap_or_default()
+    )
+}
+
+async fn read_role(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
+    let clients = ctx.client::<VaultClients>()?;
+    let path = role_path(inputs);
+    let Some(r) = raw(
+        clients,
+        Method::Get,
+        &path,
+        &Json::Null,
+        &format!("read database role `{path}`"),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let d = r.get("data").cloned().unwrap_or(Json::Null);
+    let lines = |k: &str| {
+        Json::from(
+            d.get(k)
+                .and_then(Json::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Json::as_str)
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>()
+                })
+                .unwrap_or_default(),
+        )
+    };
+    Ok(Some(json!({
+        "db_name": d.get("db_name"),
+        "creation_statements": lines("creation_statements"),
+        "revocation_statements": lines("revocation_statements"),
+        "default_ttl": d.get("default_ttl"),
+        "max_ttl": d.get("max_ttl"),
+    })))
+}
+
+#[async_trait]
+impl StepType for Role {
+    fn name(&self) -> &'static str {
+        "vault_database_role"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("vault")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        ROLE_ARGS
+    }
+    fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
+        format!(
+            "{}/{}/roles/{}",
+            target_prefix(&env.provider_args),
+            arg_str(inputs, "mount")
+                .unwrap_or("database")
+                .trim_matches('/'),
+            arg_str(inputs, "name").unwrap_or(UNKNOWN)
+        )
+    }
+    fn reads(&self) -> bool {
+        true
+    }
+    async fn read(
+        &self,
+        ctx: &StepContext,
+        inputs: &Inputs,
+    ) -> Result<Option<Json>, ProviderError> {
+        read_role(ctx, inputs).await
+    }
+    fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
+        let path = role_path(inputs);
+        let live = match current {
+            Current::Known(s) => Some(s),
+            Current::Absent => None,
+            Current::NotRead => {
+                return Ok(Change {
+                    action: Action::Update,
+                    fields: Vec::new(),
+                    summary: vec![format!("writes database role `{path}`")],
+                })
+            }
+        };
+        let fields: Vec<FieldChange> = role_fields(inputs)
+            .into_iter()
+            .map(|(k, want)| FieldChange {
+                path: k.into(),
+                before: live.map(|s| s.get(k).cloned().unwrap_or(Json::Null)),
+                after: Some(want),
+            })
+            .collect();
+        if live.is_some() && fields.iter().all(|f| f.before == f.after) {
+            return Ok(Change::noop(fields));
+        }
+        Ok(Change {
+            action: if live.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            },
+            fields,
+            summary: vec![format!("writes database role `{path}`")],
+        })
+    }
+    fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
+        let mut s = match current {
+            Current::Known(s) => s.clone(),
+            _ => json!({}),
+        };
+        for (k, v) in role_fields(inputs) {
+            s[k] = v;
+        }
+        Some(s)
+    }
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let clients = ctx.client::<VaultClients>()?;
+        let path = role_path(inputs);
+        let mut body = serde_json::Map::new();
+        for k in [
+            "db_name",
+            "creation_statements",
+            "revocation_statements",
+            "default_ttl",
+            "max_ttl",
+        ] {
+            if let Some(v) = inputs.get(k) {
+                body.insert(k.into(), v.clone());
+            }
+        }
+        raw(
+            clients,
+            Method::Put,
+            &path,
+            &Json::Object(body),
+            &format!("write database role `{path}`"),
+        )
+        .await?;
+        // Verify: the role reads back as written.
+        let live = read_role(ctx, inputs).await?;
+        let differs: Vec<&str> = role_fields(inputs)
+            .into_iter()
+            .filter(|(k, want)| live.as_ref().and_then(|l| l.get(*k)) != Some(want))
+            .map(|(k, _)| k)
+            .collect();
+        if !differs.is_empty() {
+            return Err(ProviderError::new(format!(
+                "database role `{path}` does not read back as written: {}",
+                differs.join(", ")
+            )));
+        }
+        Ok(json!({ "name": arg_str(inputs, "name") }))
+    }
+    fn idempotent(&self, _inputs: &Inputs) -> bool {
         true
     }
 }

@@ -1,5 +1,5 @@
 //! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
-//! `vault_database_rotate_root`, `vault_unseal`, and the data sources `vault_kv`, `vault_leases` and
+//! `vault_database_rotate_root`, `vault_database_role`, `vault_unseal`, and the data sources `vault_kv`, `vault_leases` and
 //! `vault_seal_status`, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
 //! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token` (or an `auth`
 //! login: userpass or approle), `namespace`
@@ -33,6 +33,7 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(kv::Kv),
         Arc::new(lease::LeaseRevoke),
         Arc::new(database::RotateRoot),
+        Arc::new(database::Role),
         Arc::new(unseal::Unseal),
     ]
 }
