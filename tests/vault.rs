@@ -887,6 +887,27 @@ async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has
         assert_eq!(status["sealed"], false, "{status}");
         let p2 = run_with_keys(&["plan", "--detailed-exitcode"]);
         p2.expect_code(0);
+        // Unsealed, the raft peers read (once the node is active) and a second plan is a no-op.
+        let peers_work = Workdir::new();
+        peers_work.write(
+            "main.hcl",
+            &format!("provider \"vault\" {{\n  address = \"{addr}\"\n}}\n\ndata \"vault_raft_peers\" \"p\" {{}}\n\ndata \"vault_seal_status\" \"s\" {{}}\n\noutput \"leader\" {{\n  value = data.vault_raft_peers.p.leader\n}}\n\noutput \"count\" {{\n  value = data.vault_raft_peers.p.count\n}}\n\noutput \"status\" {{\n  value = \"${{data.vault_seal_status.s.sealed}} ${{data.vault_seal_status.s.threshold}}/${{data.vault_seal_status.s.shares}} ${{data.vault_seal_status.s.storage}}\"\n}}\n"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let peers = loop {
+            let mut cmd = opsctl_cmd(&peers_work);
+            cmd.env("VAULT_ADDR", &addr).env("VAULT_TOKEN", &root);
+            cmd.args(["plan", "--state-dir"]).arg(peers_work.state_dir());
+            let out = run(&mut cmd);
+            if out.code == 0 || std::time::Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        peers.expect_success();
+        for want in ["leader = \"opsctl-test\"", "count = 1", "status = \"false 3/5 raft\""] {
+            assert!(peers.stdout.contains(want), "no {want}: {peers}");
+        }
         // The shares appear nowhere.
         let mut texts: Vec<String> = [&p, &a, &p2]
             .iter()

@@ -1,6 +1,6 @@
 //! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
-//! `vault_database_rotate_root`, `vault_database_role`, `vault_unseal`, and the data sources `vault_kv`, `vault_leases` and
-//! `vault_seal_status`, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
+//! `vault_database_rotate_root`, `vault_database_role`, `vault_unseal`, and the data sources `vault_kv`, `vault_leases`,
+//! `vault_seal_status` and `vault_raft_peers`, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
 //! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token` (or an `auth`
 //! login: userpass or approle), `namespace`
 //! else `VAULT_NAMESPACE` (sent as `X-Vault-Namespace`), `ca_cert` else `VAULT_CACERT`,
@@ -44,6 +44,7 @@ pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
         Arc::new(kv::KvData),
         Arc::new(lease::LeasesData),
         Arc::new(seal::SealStatus),
+        Arc::new(seal::RaftPeers),
     ]
 }
 
