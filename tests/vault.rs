@@ -965,3 +965,60 @@ async fn database_role_is_created_diffed_and_then_has_nothing_to_do() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_config_never_shows_its_password_and_then_has_nothing_to_do() {
+    server();
+    let pw = "Cfg-admin-pw-77x";
+    blocking(move || {
+        let pg = postgres();
+        psql(&format!("CREATE ROLE cfg_admin WITH LOGIN SUPERUSER PASSWORD '{pw}'"));
+        vault_http("POST", "sys/mounts/db-cfg", &json!({ "type": "database" }));
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            &format!("variable \"pg_password\" {{\n  type = string\n}}\n\nprovider \"vault\" {{}}\n\nstep \"vault_database_config\" \"pg\" {{\n  mount          = \"db-cfg\"\n  name           = \"pg\"\n  plugin_name    = \"postgresql-database-plugin\"\n  connection_url = \"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable\"\n  username       = \"cfg_admin\"\n  password       = var.pg_password\n  allowed_roles  = [\"*\"]\n}}\n", pg.port),
+        );
+        let with_pw = |args: &[&str]| {
+            let mut cmd = opsctl_cmd(&work);
+            cmd.env("OPSCTL_VAR_pg_password", pw)
+                .args(args)
+                .arg("--state-dir")
+                .arg(work.state_dir());
+            run(&mut cmd)
+        };
+        // The variable feeding the secret argument must be declared sensitive.
+        let refused = with_pw(&["plan"]);
+        assert_ne!(refused.code, 0, "{refused}");
+        assert!(
+            refused.stderr.contains("`password` of `step.vault_database_config.pg` is a secret, but `var.pg_password` is not declared `sensitive = true`"),
+            "{refused}"
+        );
+        let text = work.read("main.hcl").replace(
+            "variable \"pg_password\" {\n  type = string\n}",
+            "variable \"pg_password\" {\n  type      = string\n  sensitive = true\n}",
+        );
+        work.write("main.hcl", &text);
+        let p = with_pw(&["plan", "--detailed-exitcode"]);
+        p.expect_code(2);
+        insta::assert_snapshot!(
+            "database_config_plan",
+            portless(&p.stdout).replace(&pg.port, "PGPORT")
+        );
+        let a = with_pw(&["apply", "--auto-approve"]);
+        a.expect_success();
+        let p2 = with_pw(&["plan", "--detailed-exitcode"]);
+        p2.expect_code(0);
+        for o in [&p, &a, &p2] {
+            assert!(!o.stdout.contains(pw) && !o.stderr.contains(pw), "{o}");
+        }
+        for (path, text) in files_under(&work.state_dir()) {
+            assert!(!text.contains(pw), "{}: {text}", path.display());
+        }
+        // Vault logs in with it: a role on the connection issues credentials.
+        database_role(None, "db-cfg", "r");
+        let (_, user) = issue_creds(None, "db-cfg", "r");
+        assert_eq!(pg_users(std::slice::from_ref(&user)), vec![user]);
+    })
+    .await;
+}

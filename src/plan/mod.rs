@@ -952,6 +952,26 @@ impl<'a> Planner<'a> {
             .collect();
         // A data source that reads secrets is sensitive as a whole, like one fed by a secret.
         let secret_source = !secret_attrs.is_empty();
+        // A secret argument must not take a variable that is not `sensitive`: the journal
+        // records such a variable's value in clear.
+        for a in block
+            .args
+            .iter()
+            .filter(|a| secret_args.contains(&a.name.as_str()))
+        {
+            for r in a.refs.iter().filter(|r| r.root == RefRoot::Var) {
+                if !self.sens.is_sensitive(r) {
+                    self.diags.push(diag_at(
+                        format!(
+                            "`{}` of `{base}` is a secret, but `{}` is not declared `sensitive = true`; declare it so, or the journal records its value in clear",
+                            a.name,
+                            r.subject()
+                        ),
+                        &a.span,
+                    ));
+                }
+            }
+        }
         let mut output_names: HashSet<String> = HashSet::new();
         let expansion = expand(block, &self.scope(None, None), !self.opts.read);
         let expansion = match expansion {

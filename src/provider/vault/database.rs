@@ -1,4 +1,5 @@
-//! The database secrets engine: `vault_database_role` writes a role (below);
+//! The database secrets engine: `vault_database_config` and `vault_database_role` write a
+//! connection and a role (below);
 //! `vault_database_rotate_root` rotates the root credentials of a database secrets engine's
 //! connection (`vault write -force database/rotate-root/NAME`, `POST
 //! /v1/MOUNT/rotate-root/NAME`): Vault sets a new password for the user it logs in with, which
@@ -392,6 +393,230 @@ impl StepType for Role {
             )));
         }
         Ok(json!({ "name": arg_str(inputs, "name") }))
+    }
+    fn idempotent(&self, _inputs: &Inputs) -> bool {
+        true
+    }
+}
+
+const CONFIG_ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "mount",
+        ty: ArgType::String,
+        required: false,
+        doc: "path of the database secrets engine (default `database`)",
+    },
+    ArgSpec {
+        name: "name",
+        ty: ArgType::String,
+        required: true,
+        doc: "connection name (`MOUNT/config/NAME`)",
+    },
+    ArgSpec {
+        name: "plugin_name",
+        ty: ArgType::String,
+        required: true,
+        doc: "e.g. `postgresql-database-plugin`",
+    },
+    ArgSpec {
+        name: "connection_url",
+        ty: ArgType::String,
+        required: true,
+        doc: "e.g. `postgresql://{{username}}:{{password}}@db:5432/postgres`",
+    },
+    ArgSpec {
+        name: "username",
+        ty: ArgType::String,
+        required: true,
+        doc: "the user Vault logs in with",
+    },
+    ArgSpec {
+        name: "password",
+        ty: ArgType::String,
+        required: true,
+        doc: "its password (sensitive; Vault never returns it, so it is written when the connection is created or another field changes)",
+    },
+    ArgSpec {
+        name: "allowed_roles",
+        ty: ArgType::ListOfString,
+        required: false,
+        doc: "roles that may use it (default: none; `[\"*\"]` for all)",
+    },
+];
+
+/// `vault_database_config`: configure a connection of the database secrets engine (`vault write
+/// database/config/NAME ...`). Its `password` is secret ([`StepType::secret_args`]); Vault never
+/// returns it, so plan compares the other fields and is a no-op when they match.
+pub struct Config;
+
+/// The non-secret fields a config step manages.
+fn config_fields(inputs: &Inputs) -> Vec<(&'static str, Json)> {
+    let mut f = Vec::new();
+    for k in ["plugin_name", "connection_url", "username"] {
+        f.push((k, inputs.get(k).cloned().unwrap_or(Json::Null)));
+    }
+    f.push((
+        "allowed_roles",
+        inputs
+            .get("allowed_roles")
+            .cloned()
+            .unwrap_or_else(|| json!([])),
+    ));
+    f
+}
+
+fn config_path(inputs: &Inputs) -> String {
+    format!(
+        "{}/config/{}",
+        mount(inputs),
+        arg_str(inputs, "name").unwrap_or_default()
+    )
+}
+
+async fn read_config(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
+    let clients = ctx.client::<VaultClients>()?;
+    let path = config_path(inputs);
+    let Some(r) = raw(
+        clients,
+        Method::Get,
+        &path,
+        &Json::Null,
+        &format!("read database connection `{path}`"),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let d = r.get("data").cloned().unwrap_or(Json::Null);
+    let details = d.get("connection_details").cloned().unwrap_or(Json::Null);
+    Ok(Some(json!({
+        "plugin_name": d.get("plugin_name"),
+        "connection_url": details.get("connection_url"),
+        "username": details.get("username"),
+        "allowed_roles": d.get("allowed_roles").cloned().unwrap_or_else(|| json!([])),
+    })))
+}
+
+#[async_trait]
+impl StepType for Config {
+    fn name(&self) -> &'static str {
+        "vault_database_config"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("vault")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        CONFIG_ARGS
+    }
+    fn secret_args(&self) -> &'static [&'static str] {
+        &["password"]
+    }
+    fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
+        format!(
+            "{}/{}/config/{}",
+            target_prefix(&env.provider_args),
+            arg_str(inputs, "mount")
+                .unwrap_or("database")
+                .trim_matches('/'),
+            arg_str(inputs, "name").unwrap_or(UNKNOWN)
+        )
+    }
+    fn reads(&self) -> bool {
+        true
+    }
+    async fn read(
+        &self,
+        ctx: &StepContext,
+        inputs: &Inputs,
+    ) -> Result<Option<Json>, ProviderError> {
+        read_config(ctx, inputs).await
+    }
+    fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
+        let path = config_path(inputs);
+        let live = match current {
+            Current::Known(s) => Some(s),
+            Current::Absent => None,
+            Current::NotRead => {
+                return Ok(Change {
+                    action: Action::Update,
+                    fields: Vec::new(),
+                    summary: vec![format!("writes database connection `{path}`")],
+                })
+            }
+        };
+        let mut fields: Vec<FieldChange> = config_fields(inputs)
+            .into_iter()
+            .map(|(k, want)| FieldChange {
+                path: k.into(),
+                before: live.map(|s| s.get(k).cloned().unwrap_or(Json::Null)),
+                after: Some(want),
+            })
+            .collect();
+        if live.is_some() && fields.iter().all(|f| f.before == f.after) {
+            return Ok(Change::noop(fields));
+        }
+        // Written with the rest; never readable, so never compared.
+        fields.push(FieldChange {
+            path: "password".into(),
+            before: None,
+            after: Some(Json::from(UNKNOWN)),
+        });
+        Ok(Change {
+            action: if live.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            },
+            fields,
+            summary: vec![format!(
+                "writes database connection `{path}`; Vault checks that it can log in"
+            )],
+        })
+    }
+    fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
+        let mut s = json!({});
+        for (k, v) in config_fields(inputs) {
+            s[k] = v;
+        }
+        Some(s)
+    }
+    async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let clients = ctx.client::<VaultClients>()?;
+        let path = config_path(inputs);
+        let mut body = serde_json::Map::new();
+        for k in [
+            "plugin_name",
+            "connection_url",
+            "username",
+            "password",
+            "allowed_roles",
+        ] {
+            if let Some(v) = inputs.get(k) {
+                body.insert(k.into(), v.clone());
+            }
+        }
+        raw(
+            clients,
+            Method::Put,
+            &path,
+            &Json::Object(body),
+            &format!("write database connection `{path}`"),
+        )
+        .await?;
+        // Verify: the connection reads back as written.
+        let live = read_config(ctx, inputs).await?;
+        let differs: Vec<&str> = config_fields(inputs)
+            .into_iter()
+            .filter(|(k, want)| live.as_ref().and_then(|l| l.get(*k)) != Some(want))
+            .map(|(k, _)| k)
+            .collect();
+        if !differs.is_empty() {
+            return Err(ProviderError::new(format!(
+                "database connection `{path}` does not read back as written: {}",
+                differs.join(", ")
+            )));
+        }
+        Ok(json!({}))
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
         true

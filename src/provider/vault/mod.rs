@@ -1,5 +1,6 @@
 //! The Vault provider (Vault and OpenBao): `vault_policy`, `vault_kv`, `vault_lease_revoke`,
-//! `vault_database_rotate_root`, `vault_database_role`, `vault_unseal`, and the data sources `vault_kv`, `vault_leases`,
+//! `vault_database_rotate_root`, `vault_database_role`, `vault_database_config`, `vault_unseal`,
+//! and the data sources `vault_kv`, `vault_leases`,
 //! `vault_seal_status` and `vault_raft_peers`, through the `vaultrs` crate (rustls). Connects like the `vault` CLI: the block's
 //! `address` else `VAULT_ADDR`, `token` else `VAULT_TOKEN` else `~/.vault-token` (or an `auth`
 //! login: userpass or approle), `namespace`
@@ -34,6 +35,7 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(lease::LeaseRevoke),
         Arc::new(database::RotateRoot),
         Arc::new(database::Role),
+        Arc::new(database::Config),
         Arc::new(unseal::Unseal),
     ]
 }
