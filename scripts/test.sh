@@ -9,6 +9,8 @@
 #   OPSCTL_SEED_PYTHON  the venv's python, with boto3, for seed_platform.py and checks
 #   OPSCTL_KUBE_SH      scripts/kube.sh (after 'kube.sh install'); tests/kubernetes.rs
 #                       starts one kube-apiserver with it
+#   OPSCTL_VAULT_SH     scripts/vault.sh (after 'vault.sh install'); tests/vault.rs starts
+#                       one OpenBao dev server with it
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
 # (default $OPSCTL_CACHE/target), OPSCTL_TEST_THREADS (default 4).
 # Exits with cargo's status.
@@ -26,10 +28,12 @@ fi
 
 bash scripts/setup.sh
 bash scripts/kube.sh install
+bash scripts/vault.sh install
 
 export OPSCTL_MOTO_SERVER=$OPSCTL_CACHE/venv/bin/moto_server
 export OPSCTL_SEED_PYTHON=$OPSCTL_CACHE/venv/bin/python
 export OPSCTL_KUBE_SH=$ROOT/scripts/kube.sh
+export OPSCTL_VAULT_SH=$ROOT/scripts/vault.sh
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 # Split our arguments at the first "--": before it for cargo, after it for the

@@ -929,13 +929,50 @@ impl<'a> Planner<'a> {
             self.blocks.insert(base, eval::unknown());
             return Ok(());
         }
-        // Arguments that derive from a sensitive value (the same for every instance).
+        // Arguments that derive from a sensitive value (the same for every instance), and those
+        // its type declares secret whatever they refer to (a KV secret's `data`).
+        let (secret_args, secret_attrs): (&[&str], &[&str]) = match block.kind {
+            BlockKind::Step => (
+                self.registry
+                    .step(&block.type_name)
+                    .map_or(&[], |t| t.secret_args()),
+                &[],
+            ),
+            BlockKind::Data => (
+                &[],
+                self.registry
+                    .data(&block.type_name)
+                    .map_or(&[], |t| t.secret_attributes()),
+            ),
+        };
         let sensitive_args: Vec<String> = block
             .args
             .iter()
-            .filter(|a| self.sens.refers(a))
+            .filter(|a| self.sens.refers(a) || secret_args.contains(&a.name.as_str()))
             .map(|a| a.name.clone())
             .collect();
+        // A data source that reads secrets is sensitive as a whole, like one fed by a secret.
+        let secret_source = !secret_attrs.is_empty();
+        // A secret argument must not take a variable that is not `sensitive`: the journal
+        // records such a variable's value in clear.
+        for a in block
+            .args
+            .iter()
+            .filter(|a| secret_args.contains(&a.name.as_str()))
+        {
+            for r in a.refs.iter().filter(|r| r.root == RefRoot::Var) {
+                if !self.sens.is_sensitive(r) {
+                    self.diags.push(diag_at(
+                        format!(
+                            "`{}` of `{base}` is a secret, but `{}` is not declared `sensitive = true`; declare it so, or the journal records its value in clear",
+                            a.name,
+                            r.subject()
+                        ),
+                        &a.span,
+                    ));
+                }
+            }
+        }
         let mut output_names: HashSet<String> = HashSet::new();
         let expansion = expand(block, &self.scope(None, None), !self.opts.read);
         let expansion = match expansion {
@@ -974,21 +1011,27 @@ impl<'a> Planner<'a> {
             let provider_key = self.cgraph.block_provider[bi].clone();
             let value = match block.kind {
                 BlockKind::Data => {
-                    self.read_data(block, &ie, inputs, provider_key, &sensitive_args)
-                        .await
+                    self.read_data(
+                        block,
+                        &ie,
+                        inputs,
+                        provider_key,
+                        (!sensitive_args.is_empty(), secret_attrs),
+                    )
+                    .await
                 }
                 BlockKind::Step => self.add_step_instance(
                     bi,
                     &ie,
                     inputs,
                     provider_key,
-                    &sensitive_args,
+                    (&sensitive_args, secret_args),
                     &mut output_names,
                 ),
             };
             values.push((ie.key, value));
         }
-        if !sensitive_args.is_empty() {
+        if !sensitive_args.is_empty() || secret_source {
             self.sens.blocks.insert(
                 base.clone(),
                 SensitiveBlock {
@@ -1077,15 +1120,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Reads a data source instance (when reading and its inputs are known); returns its value:
-    /// its inputs overlaid with what it read, or unknown.
+    /// its inputs overlaid with what it read, or unknown. `sensitive`: whether an argument
+    /// derives from a sensitive value (then its longer strings are redacted, as derived
+    /// values), and the attributes its type reads as secrets themselves (every leaf redacted;
+    /// not its arguments, such as a secret's path, which name the secret without being it).
     async fn read_data(
         &mut self,
         block: &crate::config::BlockDef,
         ie: &InstanceEval,
         inputs: Inputs,
         provider_key: Option<String>,
-        sensitive_args: &[String],
+        sensitive: (bool, &[&str]),
     ) -> Value {
+        let (fed_by_secret, secret_attrs) = sensitive;
         let address = &ie.address;
         let value = if self.opts.read && !crate::config::eval::map_is_unknown(&inputs) {
             let provs = self.providers();
@@ -1123,25 +1170,35 @@ impl<'a> Planner<'a> {
         } else if is_unknown(&value) {
             merged = eval::unknown();
         }
-        if !sensitive_args.is_empty() {
+        if fed_by_secret {
             self.redactor
                 .add_value(&merged, redact::Leaves::LongStrings);
+        }
+        if let Value::Object(read) = &value {
+            for a in secret_attrs {
+                if let Some(v) = read.get(*a) {
+                    self.redactor.add_value(v, redact::Leaves::All);
+                }
+            }
         }
         self.data.insert(address.clone(), merged.clone());
         merged
     }
 
     /// Records a step instance: its timeout, target and planned outputs (derived again on
-    /// resume for a sensitive step finished earlier). Returns its value for references.
+    /// resume for a sensitive step finished earlier). `sensitive`: the arguments that derive
+    /// from a sensitive value, and those of them its type declares secret themselves (every
+    /// leaf redacted). Returns its value for references.
     fn add_step_instance(
         &mut self,
         bi: usize,
         ie: &InstanceEval,
         inputs: Inputs,
         provider_key: Option<String>,
-        sensitive_args: &[String],
+        sensitive: (&[String], &[&str]),
         output_names: &mut HashSet<String>,
     ) -> Value {
+        let (sensitive_args, secret_args) = sensitive;
         let config = self.config;
         let block = &config.blocks[bi];
         let address = ie.address.clone();
@@ -1202,7 +1259,12 @@ impl<'a> Planner<'a> {
         if !sensitive_args.is_empty() {
             for a in sensitive_args {
                 if let Some(v) = inputs.get(a) {
-                    self.redactor.add_json(v, redact::Leaves::LongStrings);
+                    let leaves = if secret_args.contains(&a.as_str()) {
+                        redact::Leaves::All
+                    } else {
+                        redact::Leaves::LongStrings
+                    };
+                    self.redactor.add_json(v, leaves);
                 }
             }
             self.redactor

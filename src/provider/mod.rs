@@ -12,6 +12,7 @@
 pub mod aws;
 pub mod builtin;
 pub mod kubernetes;
+pub mod vault;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -345,7 +346,11 @@ pub trait Provider: Send + Sync {
 /// Every provider opsctl knows. A new provider is one folder under `src/provider/` and one
 /// line here.
 pub fn providers() -> Vec<Arc<dyn Provider>> {
-    vec![Arc::new(aws::Aws), Arc::new(kubernetes::Kubernetes)]
+    vec![
+        Arc::new(aws::Aws),
+        Arc::new(kubernetes::Kubernetes),
+        Arc::new(vault::Vault),
+    ]
 }
 
 /// Provider settings a target address may depend on (e.g. the AWS region).
@@ -464,6 +469,13 @@ pub trait StepType: Send + Sync {
         let _ = inputs;
         false
     }
+    /// Arguments that always carry a secret, whatever they refer to (a KV secret's `data`):
+    /// a step that sets one is sensitive exactly as if the argument referred to a `sensitive`
+    /// variable (shown as `(sensitive value)`, outputs kept out of the journal, every leaf of
+    /// the value redacted from messages; see `plan::Sensitivity`). None by default.
+    fn secret_args(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A data source: a read-only lookup evaluated at plan time.
@@ -481,6 +493,13 @@ pub trait DataSourceType: Send + Sync {
     ///
     /// The server's answer, or "not found".
     async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError>;
+    /// Attributes it reads that are secrets themselves (a KV secret's `data`). When there are
+    /// any, the data source is sensitive as a whole, exactly like one fed by a `sensitive`
+    /// variable (everything that refers to it is sensitive; see `plan::Sensitivity`), and every
+    /// leaf of these attributes is redacted from messages. None by default.
+    fn secret_attributes(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// All providers, step types and data sources opsctl knows.

@@ -128,6 +128,19 @@ fn render_field(out: &mut String, action: Action, f: &FieldChange) {
                 show_value(a)
             );
         }
+        // A multi-line value created or removed: one line each, like a diff against nothing.
+        (None, Some(a)) if multiline(&f.after) && action != Action::Run => {
+            let _ = writeln!(out, "      + {}:", f.path);
+            for line in a.as_str().unwrap_or_default().lines() {
+                let _ = writeln!(out, "          + {line}");
+            }
+        }
+        (Some(b), None) if multiline(&f.before) => {
+            let _ = writeln!(out, "      - {}:", f.path);
+            for line in b.as_str().unwrap_or_default().lines() {
+                let _ = writeln!(out, "          - {line}");
+            }
+        }
         (None, Some(a)) => {
             let sym = if action == Action::Run { ">" } else { "+" };
             let _ = writeln!(out, "      {sym} {}: {}", f.path, show_value(a));
@@ -182,11 +195,14 @@ pub fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(out, "  {} {}", inst.change.action.symbol(), inst.address);
             for f in &inst.change.fields {
                 let last = f.path.rsplit('.').next().unwrap_or(&f.path);
-                if inst
-                    .sensitive_args
-                    .iter()
-                    .any(|a| a == &f.path || a == last)
-                {
+                // A field of a sensitive argument, or under one (`data.password` of `data`).
+                if inst.sensitive_args.iter().any(|a| {
+                    a == &f.path
+                        || a == last
+                        || f.path
+                            .strip_prefix(a.as_str())
+                            .is_some_and(|rest| rest.starts_with('.'))
+                }) {
                     let sym = match (&f.before, &f.after) {
                         (Some(b), Some(a)) if b == a => " ",
                         (Some(_), Some(_)) => "~",

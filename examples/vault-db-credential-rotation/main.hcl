@@ -1,0 +1,39 @@
+# Forced rotation of the application's dynamic database credentials, from the platform team's
+# runbook (../shared/seeds/000 "Vault dynamic credentials rotate automatically at 67% TTL. To
+# force rotation:"):
+#
+#   export VAULT_NAMESPACE="admin/dev"
+#   vault lease revoke -prefix database/creds/netlix-app
+#   # Pods will get new credentials on next VSO sync cycle
+#
+# The plan lists every lease that will end (id and role); revoking them drops the database
+# users Vault created. Apply waits until no lease is left under the prefix. VAULT_ADDR and
+# VAULT_TOKEN come from the environment, as for the vault CLI.
+#
+#   opsctl plan
+#   opsctl apply
+
+variable "namespace" {
+  type    = string
+  default = "admin/dev"
+}
+
+variable "mount" {
+  type        = string
+  default     = "database"
+  description = "path of the database secrets engine"
+}
+
+variable "role" {
+  type    = string
+  default = "netlix-app"
+}
+
+provider "vault" {
+  namespace = var.namespace
+}
+
+step "vault_lease_revoke" "app_credentials" {
+  prefix  = "${var.mount}/creds/${var.role}"
+  timeout = "5m"
+}
