@@ -10,6 +10,9 @@
 #    Deployment of 3 behind a PodDisruptionBudget, scripts/seed_cluster.py, which also
 #    plays the kubelets) -> opsctl plan -> opsctl apply --auto-approve -> show the nodes
 #    and pods through the Kubernetes API.
+# 3. examples/vault-tfc-policy-restore against an OpenBao dev server (scripts/vault.sh):
+#    namespace `admin` with a broken, scoped `tfc-policy` -> opsctl plan (a line diff)
+#    -> opsctl apply --auto-approve -> opsctl plan --detailed-exitcode (must be a no-op).
 #
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
 # (default $OPSCTL_CACHE/target), OPSCTL_MOTO_PORT (default 5599),
@@ -42,7 +45,9 @@ run() {
 
 bash scripts/setup.sh
 bash scripts/kube.sh install
+bash scripts/vault.sh install
 KUBE_DIR=$OPSCTL_CACHE/demo-kube
+VAULT_DIR=$OPSCTL_CACHE/demo-vault
 KUBELET_PID=
 
 echo "demo: building opsctl (release) into $CARGO_TARGET_DIR"
@@ -61,6 +66,7 @@ cleanup() {
     else
         bash scripts/servers.sh stop || true
         bash scripts/kube.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
+        bash scripts/vault.sh stop "$VAULT_DIR" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -168,4 +174,45 @@ for n in core.list_node().items:
 for p in core.list_namespaced_pod("apps").items:
     print(f"  pod apps/{p.metadata.name}: {p.status.phase} on {p.spec.node_name or '(pending)'}")
 EOF
-echo "demo: done (state in $STATE and $K8S_STATE)"
+
+echo
+echo "demo: Vault: start an OpenBao dev server with a broken tfc-policy in namespace admin"
+bash scripts/vault.sh stop "$VAULT_DIR" >/dev/null 2>&1 || true
+rm -rf -- "$VAULT_DIR"
+mkdir -p "$VAULT_DIR"
+bash scripts/vault.sh start "$VAULT_DIR" >/dev/null
+# shellcheck disable=SC1091
+source "$VAULT_DIR/env"
+export VAULT_ADDR VAULT_TOKEN
+"$PY" - <<'EOF'
+import os
+
+import requests
+
+addr, token = os.environ["VAULT_ADDR"], os.environ["VAULT_TOKEN"]
+def call(method, path, body, namespace=None):
+    headers = {"X-Vault-Token": token}
+    if namespace:
+        headers["X-Vault-Namespace"] = namespace
+    r = requests.request(method, f"{addr}/v1/{path}", json=body, headers=headers, timeout=10)
+    r.raise_for_status()
+call("POST", "sys/namespaces/admin", {})
+# The broken state seed 000's runbook restores from: a policy scoped to one path.
+call("PUT", "sys/policy/tfc-policy",
+     {"policy": 'path "secret/*" {\n  capabilities = ["read"]\n}\n'}, namespace="admin")
+print("seed: namespace admin, tfc-policy scoped to secret/* (read)")
+EOF
+
+VAULT_STATE=$OPSCTL_CACHE/demo-state-vault
+rm -rf -- "$VAULT_STATE"
+V=(--chdir examples/vault-tfc-policy-restore --state-dir "$VAULT_STATE")
+run "$BIN" plan "${V[@]}"
+run "$BIN" apply "${V[@]}" --auto-approve
+rc=0
+run "$BIN" plan "${V[@]}" --detailed-exitcode || rc=$?
+if [[ $rc != 0 ]]; then
+    echo "demo.sh: error: the Vault plan after apply is not a no-op (exit $rc)" >&2
+    exit 1
+fi
+echo "second plan: nothing to do"
+echo "demo: done (state in $STATE, $K8S_STATE and $VAULT_STATE)"
