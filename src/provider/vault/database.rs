@@ -357,41 +357,23 @@ impl StepType for Role {
         Some(s)
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
         let path = role_path(inputs);
-        let mut body = serde_json::Map::new();
-        for k in [
-            "db_name",
-            "creation_statements",
-            "revocation_statements",
-            "default_ttl",
-            "max_ttl",
-        ] {
-            if let Some(v) = inputs.get(k) {
-                body.insert(k.into(), v.clone());
-            }
-        }
-        raw(
-            clients,
-            Method::Put,
+        write_verified(
+            ctx,
+            inputs,
             &path,
-            &Json::Object(body),
-            &format!("write database role `{path}`"),
+            &[
+                "db_name",
+                "creation_statements",
+                "revocation_statements",
+                "default_ttl",
+                "max_ttl",
+            ],
+            role_fields(inputs),
+            "database role",
+            read_role(ctx, inputs),
         )
         .await?;
-        // Verify: the role reads back as written.
-        let live = read_role(ctx, inputs).await?;
-        let differs: Vec<&str> = role_fields(inputs)
-            .into_iter()
-            .filter(|(k, want)| live.as_ref().and_then(|l| l.get(*k)) != Some(want))
-            .map(|(k, _)| k)
-            .collect();
-        if !differs.is_empty() {
-            return Err(ProviderError::new(format!(
-                "database role `{path}` does not read back as written: {}",
-                differs.join(", ")
-            )));
-        }
         Ok(json!({ "name": arg_str(inputs, "name") }))
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
@@ -581,44 +563,70 @@ impl StepType for Config {
         Some(s)
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
         let path = config_path(inputs);
-        let mut body = serde_json::Map::new();
-        for k in [
-            "plugin_name",
-            "connection_url",
-            "username",
-            "password",
-            "allowed_roles",
-        ] {
-            if let Some(v) = inputs.get(k) {
-                body.insert(k.into(), v.clone());
-            }
-        }
-        raw(
-            clients,
-            Method::Put,
+        write_verified(
+            ctx,
+            inputs,
             &path,
-            &Json::Object(body),
-            &format!("write database connection `{path}`"),
+            &[
+                "plugin_name",
+                "connection_url",
+                "username",
+                "password",
+                "allowed_roles",
+            ],
+            config_fields(inputs),
+            "database connection",
+            read_config(ctx, inputs),
         )
         .await?;
-        // Verify: the connection reads back as written.
-        let live = read_config(ctx, inputs).await?;
-        let differs: Vec<&str> = config_fields(inputs)
-            .into_iter()
-            .filter(|(k, want)| live.as_ref().and_then(|l| l.get(*k)) != Some(want))
-            .map(|(k, _)| k)
-            .collect();
-        if !differs.is_empty() {
-            return Err(ProviderError::new(format!(
-                "database connection `{path}` does not read back as written: {}",
-                differs.join(", ")
-            )));
-        }
         Ok(json!({}))
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
         true
     }
+}
+
+/// PUTs the `keys` of `inputs` that are set to `path`, then reads the object back (`read_back`,
+/// which must read after the write: it is awaited only then) and checks that each of `want`
+/// reads back as written. `what` names the object in errors (`database role`).
+///
+/// # Errors
+///
+/// The server's answer to the write or the read, or the fields that do not read back.
+async fn write_verified(
+    ctx: &StepContext,
+    inputs: &Inputs,
+    path: &str,
+    keys: &[&str],
+    want: Vec<(&'static str, Json)>,
+    what: &str,
+    read_back: impl std::future::Future<Output = Result<Option<Json>, ProviderError>>,
+) -> Result<(), ProviderError> {
+    let clients = ctx.client::<VaultClients>()?;
+    let body: serde_json::Map<String, Json> = keys
+        .iter()
+        .filter_map(|k| inputs.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    raw(
+        clients,
+        Method::Put,
+        path,
+        &Json::Object(body),
+        &format!("write {what} `{path}`"),
+    )
+    .await?;
+    let live = read_back.await?;
+    let differs: Vec<&str> = want
+        .into_iter()
+        .filter(|(k, want)| live.as_ref().and_then(|l| l.get(*k)) != Some(want))
+        .map(|(k, _)| k)
+        .collect();
+    if !differs.is_empty() {
+        return Err(ProviderError::new(format!(
+            "{what} `{path}` does not read back as written: {}",
+            differs.join(", ")
+        )));
+    }
+    Ok(())
 }
