@@ -48,39 +48,11 @@ pub fn server() -> &'static KubeServer {
                 "OPSCTL_KUBE_SH is not set: run the tests through scripts/test.sh, which installs the Kubernetes server (scripts/kube.sh install) and points at scripts/kube.sh"
             ),
         };
-        // A start can fail on a loaded machine (a port taken between probing and binding, a
-        // component slow to come up): try a second time in a fresh directory.
-        let mut failures = Vec::new();
-        let dir = loop {
-            let dir = tempfile::Builder::new()
-                .prefix("opsctl-kube-")
-                .tempdir()
-                .expect("create a temp dir for the Kubernetes server")
-                .keep();
-            let out = Command::new("bash")
-                .arg(&sh)
-                .arg("start")
-                .arg(&dir)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", sh.display()));
-            if out.status.success() {
-                break dir;
-            }
-            let _ = Command::new("bash").arg(&sh).arg("stop").arg(&dir).output();
-            failures.push(format!(
-                "{} start {} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                sh.display(),
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-            assert!(
-                failures.len() < 2,
-                "cannot start the Kubernetes API server (run `bash scripts/kube.sh install` first):\n{}",
-                failures.join("\n")
-            );
-        };
+        let dir = crate::support::start_with_script(
+            &sh,
+            "opsctl-kube-",
+            "cannot start the Kubernetes API server (run `bash scripts/kube.sh install` first)",
+        );
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe {
             libc::atexit(stop_server);

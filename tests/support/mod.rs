@@ -534,3 +534,38 @@ fn run_inner(cmd: &mut Command, input: Option<&str>) -> Output {
     }
     output
 }
+
+/// Runs `bash SCRIPT start DIR` in a fresh temporary directory (named `PREFIX…`) and returns
+/// that directory, for the per-process servers of `tests/kube_support` and
+/// `tests/vault_support`. A start can fail on a loaded machine (a port taken between probing
+/// and binding, a component slow to come up): after `SCRIPT stop DIR` it tries once more in a
+/// fresh directory, then panics with both outputs and `hint` (how to install the server).
+pub fn start_with_script(sh: &Path, prefix: &str, hint: &str) -> PathBuf {
+    let mut failures = Vec::new();
+    loop {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("create a temp dir for a server")
+            .keep();
+        let out = Command::new("bash")
+            .arg(sh)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", sh.display()));
+        if out.status.success() {
+            return dir;
+        }
+        let _ = Command::new("bash").arg(sh).arg("stop").arg(&dir).output();
+        failures.push(format!(
+            "{} start {} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            sh.display(),
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        assert!(failures.len() < 2, "{hint}:\n{}", failures.join("\n"));
+    }
+}

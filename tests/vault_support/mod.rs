@@ -59,39 +59,11 @@ fn env_file(path: &Path) -> HashMap<String, String> {
 pub fn server() -> &'static VaultServer {
     SERVER.get_or_init(|| {
         let sh = script();
-        // A start can fail on a loaded machine (a port taken between probing and binding):
-        // try a second time in a fresh directory.
-        let mut failures = Vec::new();
-        let dir = loop {
-            let dir = tempfile::Builder::new()
-                .prefix("opsctl-vault-")
-                .tempdir()
-                .expect("create a temp dir for the OpenBao server")
-                .keep();
-            let out = Command::new("bash")
-                .arg(&sh)
-                .arg("start")
-                .arg(&dir)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", sh.display()));
-            if out.status.success() {
-                break dir;
-            }
-            let _ = Command::new("bash").arg(&sh).arg("stop").arg(&dir).output();
-            failures.push(format!(
-                "{} start {} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                sh.display(),
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-            assert!(
-                failures.len() < 2,
-                "cannot start OpenBao (run `bash scripts/vault.sh install` first):\n{}",
-                failures.join("\n")
-            );
-        };
+        let dir = crate::support::start_with_script(
+            &sh,
+            "opsctl-vault-",
+            "cannot start OpenBao (run `bash scripts/vault.sh install` first)",
+        );
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe {
             libc::atexit(stop_server);
