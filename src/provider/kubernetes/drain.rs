@@ -177,21 +177,16 @@ async fn list_pdbs(
 }
 
 /// Reads node `name` with the pods bound to it and the PodDisruptionBudgets of their
-/// namespaces: `{name, unschedulable, pods: [...], pdbs: [...]}`; None when the node does not
-/// exist. Shared by `kubernetes_cordon`, `kubernetes_uncordon` and `kubernetes_drain` (one
-/// target, one state).
+/// namespaces: `{name, unschedulable, resource_version, pods: [...], pdbs: [...]}`; None when
+/// the node does not exist. The drain's read of the target it shares with
+/// `kubernetes_cordon` / `kubernetes_uncordon`, which read [`read_node_only`].
 ///
 /// # Errors
 ///
 /// The server's answer to any of the reads (naming what was read).
 pub async fn read_node(ctx: &StepContext, name: &str) -> Result<Option<Json>, ProviderError> {
     let clients = ctx.client::<KubeClients>()?;
-    let api: Api<Node> = Api::all(clients.client.clone());
-    let Some(node) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| api_error("get", &format!("node `{name}`"), &e))?
-    else {
+    let Some(node) = get_node(clients, name).await? else {
         return Ok(None);
     };
     let mut pods = list_pods(&clients.client, name).await?;
@@ -203,13 +198,37 @@ pub async fn read_node(ctx: &StepContext, name: &str) -> Result<Option<Json>, Pr
         .filter_map(|p| p.metadata.namespace.clone())
         .collect();
     let pdbs = list_pdbs(clients, &ctx.target, &namespaces).await?;
-    Ok(Some(json!({
+    let mut state = node_state(&node);
+    state["pods"] = pods.iter().map(pod_state).collect();
+    state["pdbs"] = Json::Array(pdbs);
+    Ok(Some(state))
+}
+
+/// The node alone, without its pods and budgets: `{name, unschedulable, resource_version}`;
+/// what `kubernetes_cordon` / `kubernetes_uncordon` need (one GET). None when the node does
+/// not exist.
+///
+/// # Errors
+///
+/// The server's answer to the read.
+pub async fn read_node_only(ctx: &StepContext, name: &str) -> Result<Option<Json>, ProviderError> {
+    let clients = ctx.client::<KubeClients>()?;
+    Ok(get_node(clients, name).await?.as_ref().map(node_state))
+}
+
+async fn get_node(clients: &KubeClients, name: &str) -> Result<Option<Node>, ProviderError> {
+    Api::<Node>::all(clients.client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error("get", &format!("node `{name}`"), &e))
+}
+
+fn node_state(node: &Node) -> Json {
+    json!({
         "name": node.metadata.name,
         "unschedulable": node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         RESOURCE_VERSION: node.metadata.resource_version,
-        "pods": pods.iter().map(pod_state).collect::<Vec<_>>(),
-        "pdbs": pdbs,
-    })))
+    })
 }
 
 // --- deciding (kubectl's filters) --------------------------------------------------------
@@ -671,6 +690,10 @@ impl StepType for Drain {
     }
     fn reads(&self) -> bool {
         true
+    }
+    fn read_depth(&self) -> u8 {
+        // Reads the node's pods and budgets too, which cordon/uncordon skip.
+        1
     }
     async fn read(
         &self,

@@ -6,9 +6,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
-// The node's state is shared with `kubernetes_drain` (same target): the node, its pods and
-// their PodDisruptionBudgets, so that a drain planned after a cordon still sees the pods.
-use super::drain::read_node;
+// The node's state is shared with `kubernetes_drain` (same target). Cordon and uncordon read
+// the node alone; a procedure that also drains it reads it with the drain's deeper read (its
+// pods and their PodDisruptionBudgets, `read_depth`), which cordon's predict keeps.
+use super::drain::read_node_only;
 use super::{context_and_namespace, write_approved, KubeClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::wait_until;
@@ -62,7 +63,7 @@ impl StepType for Cordon {
         ctx: &StepContext,
         inputs: &Inputs,
     ) -> Result<Option<Json>, ProviderError> {
-        read_node(ctx, arg_str(inputs, "node").unwrap_or_default()).await
+        read_node_only(ctx, arg_str(inputs, "node").unwrap_or_default()).await
     }
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let node = arg_str(inputs, "node").unwrap_or_default();
@@ -148,7 +149,7 @@ impl StepType for Cordon {
             &format!("node `{name}` to have spec.unschedulable = {want}"),
             ctx.timeout,
             || async {
-                match read_node(ctx, &name).await? {
+                match read_node_only(ctx, &name).await? {
                     Some(s) if s.get("unschedulable") == Some(&Json::Bool(want)) => Ok(Some(())),
                     Some(_) => Ok(None),
                     None => Err(ProviderError::new(format!(
