@@ -80,9 +80,7 @@ impl StepType for RotateRoot {
         format!(
             "{}/{}/config/{}",
             target_prefix(&env.provider_args),
-            arg_str(inputs, "mount")
-                .unwrap_or("database")
-                .trim_matches('/'),
+            mount(inputs),
             arg_str(inputs, "connection").unwrap_or(UNKNOWN)
         )
     }
@@ -296,9 +294,7 @@ impl StepType for Role {
         format!(
             "{}/{}/roles/{}",
             target_prefix(&env.provider_args),
-            arg_str(inputs, "mount")
-                .unwrap_or("database")
-                .trim_matches('/'),
+            mount(inputs),
             arg_str(inputs, "name").unwrap_or(UNKNOWN)
         )
     }
@@ -314,37 +310,12 @@ impl StepType for Role {
     }
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let path = role_path(inputs);
-        let live = match current {
-            Current::Known(s) => Some(s),
-            Current::Absent => None,
-            Current::NotRead => {
-                return Ok(Change {
-                    action: Action::Update,
-                    fields: Vec::new(),
-                    summary: vec![format!("writes database role `{path}`")],
-                })
-            }
-        };
-        let fields: Vec<FieldChange> = role_fields(inputs)
-            .into_iter()
-            .map(|(k, want)| FieldChange {
-                path: k.into(),
-                before: live.map(|s| s.get(k).cloned().unwrap_or(Json::Null)),
-                after: Some(want),
-            })
-            .collect();
-        if live.is_some() && fields.iter().all(|f| f.before == f.after) {
-            return Ok(Change::noop(fields));
-        }
-        Ok(Change {
-            action: if live.is_some() {
-                Action::Update
-            } else {
-                Action::Create
-            },
-            fields,
-            summary: vec![format!("writes database role `{path}`")],
-        })
+        Ok(write_change(
+            current,
+            role_fields(inputs),
+            None,
+            format!("writes database role `{path}`"),
+        ))
     }
     fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
         let mut s = match current {
@@ -497,9 +468,7 @@ impl StepType for Config {
         format!(
             "{}/{}/config/{}",
             target_prefix(&env.provider_args),
-            arg_str(inputs, "mount")
-                .unwrap_or("database")
-                .trim_matches('/'),
+            mount(inputs),
             arg_str(inputs, "name").unwrap_or(UNKNOWN)
         )
     }
@@ -515,45 +484,18 @@ impl StepType for Config {
     }
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let path = config_path(inputs);
-        let live = match current {
-            Current::Known(s) => Some(s),
-            Current::Absent => None,
-            Current::NotRead => {
-                return Ok(Change {
-                    action: Action::Update,
-                    fields: Vec::new(),
-                    summary: vec![format!("writes database connection `{path}`")],
-                })
-            }
-        };
-        let mut fields: Vec<FieldChange> = config_fields(inputs)
-            .into_iter()
-            .map(|(k, want)| FieldChange {
-                path: k.into(),
-                before: live.map(|s| s.get(k).cloned().unwrap_or(Json::Null)),
-                after: Some(want),
-            })
-            .collect();
-        if live.is_some() && fields.iter().all(|f| f.before == f.after) {
-            return Ok(Change::noop(fields));
-        }
-        // Written with the rest; never readable, so never compared.
-        fields.push(FieldChange {
+        // The password is written with the rest; never readable, so never compared.
+        let password = FieldChange {
             path: "password".into(),
             before: None,
             after: Some(Json::from(UNKNOWN)),
-        });
-        Ok(Change {
-            action: if live.is_some() {
-                Action::Update
-            } else {
-                Action::Create
-            },
-            fields,
-            summary: vec![format!(
-                "writes database connection `{path}`; Vault checks that it can log in"
-            )],
-        })
+        };
+        Ok(write_change(
+            current,
+            config_fields(inputs),
+            Some(password),
+            format!("writes database connection `{path}`; Vault checks that it can log in"),
+        ))
     }
     fn predict(&self, inputs: &Inputs, _current: Current<'_>) -> Option<Json> {
         let mut s = json!({});
@@ -629,4 +571,48 @@ async fn write_verified(
         )));
     }
     Ok(())
+}
+
+/// The change of writing `want` (field, value) over `current`, field by field: a no-op when the
+/// object exists and every field reads as wanted, else an update (or a create, when absent)
+/// with `write_only` (a field Vault never returns, such as a password) appended, never
+/// compared. Unread: an update without fields.
+fn write_change(
+    current: Current<'_>,
+    want: Vec<(&'static str, Json)>,
+    write_only: Option<FieldChange>,
+    summary: String,
+) -> Change {
+    let live = match current {
+        Current::Known(s) => Some(s),
+        Current::Absent => None,
+        Current::NotRead => {
+            return Change {
+                action: Action::Update,
+                fields: Vec::new(),
+                summary: vec![summary],
+            }
+        }
+    };
+    let mut fields: Vec<FieldChange> = want
+        .into_iter()
+        .map(|(k, want)| FieldChange {
+            path: k.into(),
+            before: live.map(|s| s.get(k).cloned().unwrap_or(Json::Null)),
+            after: Some(want),
+        })
+        .collect();
+    if live.is_some() && fields.iter().all(|f| f.before == f.after) {
+        return Change::noop(fields);
+    }
+    fields.extend(write_only);
+    Change {
+        action: if live.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        },
+        fields,
+        summary: vec![summary],
+    }
 }

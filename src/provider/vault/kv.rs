@@ -151,7 +151,7 @@ impl StepType for Kv {
         format!(
             "{}/{}/data/{}",
             target_prefix(&env.provider_args),
-            arg_str(inputs, "mount").unwrap_or("secret"),
+            mount(inputs),
             arg_str(inputs, "path").unwrap_or(UNKNOWN)
         )
     }
