@@ -837,7 +837,7 @@ async fn the_leases_and_seal_status_data_sources_read_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has_nothing_to_do() {
+async fn unseal_needs_no_token_takes_key_shares_from_the_environment_and_then_has_nothing_to_do() {
     let raft = blocking(PrivateServer::start_raft).await;
     let addr = raft.addr.clone();
     let init = {
@@ -865,8 +865,12 @@ async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has
             &format!("provider \"vault\" {{\n  address = \"{addr}\"\n}}\n\nstep \"vault_unseal\" \"emergency\" {{\n  keys_from_env = [\"UNSEAL_KEY_1\", \"UNSEAL_KEY_2\", \"UNSEAL_KEY_3\"]\n}}\n"),
         );
         let run_with_keys = |args: &[&str]| {
+            // No token anywhere (an emergency unseal comes before anyone has one): no
+            // VAULT_TOKEN, and a HOME without `.vault-token`.
             let mut cmd = opsctl_cmd(&work);
-            cmd.env("VAULT_ADDR", &addr).env("VAULT_TOKEN", &root);
+            cmd.env("VAULT_ADDR", &addr)
+                .env_remove("VAULT_TOKEN")
+                .env("HOME", work.path());
             for (i, k) in keys.iter().take(3).enumerate() {
                 cmd.env(format!("UNSEAL_KEY_{}", i + 1), k);
             }
@@ -892,6 +896,19 @@ async fn unseal_with_key_shares_from_the_environment_plans_progress_and_then_has
         peers_work.write(
             "main.hcl",
             &format!("provider \"vault\" {{\n  address = \"{addr}\"\n}}\n\ndata \"vault_raft_peers\" \"p\" {{}}\n\ndata \"vault_seal_status\" \"s\" {{}}\n\noutput \"leader\" {{\n  value = data.vault_raft_peers.p.leader\n}}\n\noutput \"count\" {{\n  value = data.vault_raft_peers.p.count\n}}\n\noutput \"status\" {{\n  value = \"${{data.vault_seal_status.s.sealed}} ${{data.vault_seal_status.s.threshold}}/${{data.vault_seal_status.s.shares}} ${{data.vault_seal_status.s.storage}}\"\n}}\n"),
+        );
+        // Without a token, what needs one is refused by name.
+        let mut cmd = opsctl_cmd(&peers_work);
+        cmd.env("VAULT_ADDR", &addr)
+            .env_remove("VAULT_TOKEN")
+            .env("HOME", peers_work.path());
+        cmd.args(["plan", "--state-dir"]).arg(peers_work.state_dir());
+        let no_token = run(&mut cmd);
+        assert_ne!(no_token.code, 0, "{no_token}");
+        assert!(
+            no_token.stderr.contains("no Vault token")
+                && no_token.stderr.contains("data.vault_raft_peers.p"),
+            "{no_token}"
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let peers = loop {

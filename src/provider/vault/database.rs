@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
-use super::{api_error, is_not_found, raw, target_prefix, Method, VaultClients};
+use super::{api_error, authed, is_not_found, raw, target_prefix, Method};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs, ProviderError,
@@ -50,7 +50,7 @@ async fn read_connection(
     ctx: &StepContext,
     inputs: &Inputs,
 ) -> Result<Option<Json>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let (mount, name) = (mount(inputs), connection(inputs));
     match vaultrs::database::connection::read(&clients.client, mount, name).await {
         Ok(c) => Ok(Some(json!({
@@ -123,7 +123,7 @@ impl StepType for RotateRoot {
         })
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let (mount, name) = (mount(inputs), connection(inputs));
         vaultrs::database::connection::rotate(&clients.client, mount, name)
             .await
@@ -243,7 +243,7 @@ fn role_path(inputs: &Inputs) -> String {
 }
 
 async fn read_role(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let path = role_path(inputs);
     let Some(r) = raw(
         clients,
@@ -427,7 +427,7 @@ fn config_path(inputs: &Inputs) -> String {
 }
 
 async fn read_config(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let path = config_path(inputs);
     let Some(r) = raw(
         clients,
@@ -545,7 +545,7 @@ async fn write_verified(
     what: &str,
     read_back: impl std::future::Future<Output = Result<Option<Json>, ProviderError>>,
 ) -> Result<(), ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let body: serde_json::Map<String, Json> = keys
         .iter()
         .filter_map(|k| inputs.get(*k).map(|v| (k.to_string(), v.clone())))

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::api::kv2::responses::ReadSecretResponse;
 
-use super::{api_error, is_not_found, target_prefix, VaultClients};
+use super::{api_error, authed, is_not_found, target_prefix};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_i64, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
@@ -104,7 +104,7 @@ async fn read_secret(
     version: Option<u64>,
     what: &str,
 ) -> Result<Option<ReadSecretResponse>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let endpoint = ReadSecretRequest::builder()
         .mount(mount(inputs))
         .path(path(inputs))
@@ -122,7 +122,7 @@ async fn read_secret(
 /// The version a write must name for check-and-set: the secret's current version (deleted or
 /// not), 0 when it has never been written.
 async fn current_version(ctx: &StepContext, inputs: &Inputs) -> Result<u64, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     match vaultrs::kv2::read_metadata(&clients.client, mount(inputs), path(inputs)).await {
         Ok(m) => Ok(m.current_version),
         Err(e) if is_not_found(&e) => Ok(0),
@@ -273,7 +273,7 @@ impl StepType for Kv {
         Some(json!({ "version": state.get("version") }))
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let data = inputs.get("data").cloned().unwrap_or(Json::Null);
         let cas = current_version(ctx, inputs).await?;
         let secret = describe(inputs);
@@ -337,7 +337,7 @@ impl DataSourceType for KvData {
     }
     /// `{"data": {key: value}, "version": N}`.
     async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let what = format!("secret `{}` at `{}`", describe(inputs), clients.address);
         let version = arg_i64(inputs, "version").and_then(|v| u64::try_from(v).ok());
         match read_secret(ctx, inputs, version, &what).await? {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
-use super::{raw, target_prefix, Method, VaultClients};
+use super::{authed, raw, target_prefix, Method};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
@@ -45,7 +45,7 @@ fn prefix(inputs: &Inputs) -> &str {
 
 /// Every lease id under `prefix`, sorted, walking `sys/leases/lookup` folder by folder.
 async fn list_leases(ctx: &StepContext, prefix: &str) -> Result<Vec<String>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     let mut found = Vec::new();
     let mut folders = vec![prefix.to_string()];
     while let Some(folder) = folders.pop() {
@@ -189,7 +189,7 @@ impl StepType for LeaseRevoke {
         Some(json!({ "revoked": [] }))
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let prefix = prefix(inputs);
         let before = list_leases(ctx, prefix).await?;
         let sync = arg_bool(inputs, "sync").unwrap_or(true);

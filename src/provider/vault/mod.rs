@@ -58,6 +58,23 @@ pub struct VaultClients {
     pub namespace: Option<String>,
     /// The API client.
     pub client: VaultClient,
+    /// Why no token was found, when none was (the seal status and unseal endpoints need none;
+    /// every other request is refused with this message through [`authed`]).
+    pub no_token: Option<String>,
+}
+
+/// The provider's clients for a request that needs a token (every endpoint but `sys/seal-status`
+/// and `sys/unseal`).
+///
+/// # Errors
+///
+/// The provider has no client, or no token was found (`token`, `VAULT_TOKEN`, `~/.vault-token`).
+pub fn authed(ctx: &super::StepContext) -> Result<&VaultClients, ProviderError> {
+    let clients = ctx.client::<VaultClients>()?;
+    match &clients.no_token {
+        Some(why) => Err(ProviderError::new(format!("{}: {why}", ctx.target))),
+        None => Ok(clients),
+    }
 }
 
 /// Arguments the `provider "vault"` block accepts.
@@ -230,14 +247,18 @@ fn auth_args(auth: &Json) -> Result<(&str, &str, &str, &str), ProviderError> {
 pub async fn connect(args: &ProviderArgs) -> Result<VaultClients, ProviderError> {
     let auth = args.get("auth").filter(|a| !a.is_null());
     let login = auth.map(auth_args).transpose()?;
-    let mut clients = client(
-        args,
-        if login.is_some() {
-            String::new()
-        } else {
-            token(args)?
-        },
-    )?;
+    // Without a token the provider still connects: an unseal (seed 001's emergency) runs
+    // before anyone can have one; every other request is refused through `authed`.
+    let (token, no_token) = if login.is_some() {
+        (String::new(), None)
+    } else {
+        match token(args) {
+            Ok(t) => (t, None),
+            Err(e) => (String::new(), Some(e.message)),
+        }
+    };
+    let mut clients = client(args, token)?;
+    clients.no_token = no_token;
     if let Some((method, mount, id, secret)) = login {
         let logged_in = match method {
             "userpass" => vaultrs::auth::userpass::login(&clients.client, mount, id, secret).await,
@@ -326,6 +347,7 @@ fn client(args: &ProviderArgs, token: String) -> Result<VaultClients, ProviderEr
         address,
         namespace,
         client,
+        no_token: None,
     })
 }
 

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
-use super::{api_error, is_not_found, target_prefix, VaultClients};
+use super::{api_error, authed, is_not_found, target_prefix};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
@@ -51,7 +51,7 @@ fn absent(inputs: &Inputs) -> Result<bool, String> {
 
 /// The live policy text, None when there is no such policy.
 async fn read_policy(ctx: &StepContext, name: &str) -> Result<Option<String>, ProviderError> {
-    let clients = ctx.client::<VaultClients>()?;
+    let clients = authed(ctx)?;
     match vaultrs::sys::policy::read(&clients.client, name).await {
         Ok(p) => Ok(Some(p.rules)),
         Err(e) if is_not_found(&e) => Ok(None),
@@ -145,7 +145,7 @@ impl StepType for Policy {
         json!({ "name": inputs.get("name") })
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let name = arg_str(inputs, "name").unwrap_or_default();
         let delete = absent(inputs).map_err(ProviderError::new)?;
         let want = if delete {

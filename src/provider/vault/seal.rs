@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
-use super::{raw, Method, VaultClients};
+use super::{authed, raw, Method, VaultClients};
 use crate::provider::{ArgSpec, DataSourceType, Inputs, ProviderError, StepContext};
 
 /// `vault_seal_status`.
@@ -59,7 +59,7 @@ impl DataSourceType for RaftPeers {
     }
     /// `{"peers": [{"node_id", "address", "leader", "voter"}], "count": N, "leader": NODE_ID}`.
     async fn read(&self, ctx: &StepContext, _inputs: &Inputs) -> Result<Json, ProviderError> {
-        let clients = ctx.client::<VaultClients>()?;
+        let clients = authed(ctx)?;
         let what = format!("read the raft peers of `{}`", clients.address);
         let c = raw(
             clients,
