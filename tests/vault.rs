@@ -1039,3 +1039,161 @@ async fn database_config_never_shows_its_password_and_then_has_nothing_to_do() {
     })
     .await;
 }
+
+/// The records (`type` and `step`) of the only journal under the workdir's state directory.
+fn journal_records(work: &Workdir) -> Vec<serde_json::Value> {
+    let dir = work.state_dir().join("journal");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(files.len(), 1, "one journal expected: {files:?}");
+    std::fs::read_to_string(&files[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l.split_once(' ').expect("crc prefix").1).unwrap())
+        .collect()
+}
+
+fn kv_version_in(ns: &str, path: &str) -> u64 {
+    vault_http_ns(
+        Some(ns),
+        "GET",
+        &format!("secret/metadata/{path}"),
+        &serde_json::Value::Null,
+    )["data"]["current_version"]
+        .as_u64()
+        .expect("current_version")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_per_namespace_and_a_kill_after_a_write_resume_without_writing_twice() {
+    server();
+    blocking(|| {
+        for ns in ["resume-a", "resume-b"] {
+            vault_http("POST", &format!("sys/namespaces/{ns}"), &json!({}));
+            vault_http_ns(
+                Some(ns),
+                "POST",
+                "sys/mounts/secret",
+                &json!({ "type": "kv", "options": { "version": "2" } }),
+            );
+        }
+        let work = Workdir::new();
+        work.write(
+            "main.hcl",
+            r#"
+provider "vault" {
+  namespace = "resume-a"
+}
+
+provider "vault" {
+  alias     = "b"
+  namespace = "resume-b"
+}
+
+step "vault_kv" "a" {
+  path = "app/one"
+  data = { k = "resume-value-one" }
+}
+
+step "vault_kv" "b" {
+  provider   = vault.b
+  path       = "app/two"
+  data       = { k = "resume-value-two" }
+  depends_on = [step.vault_kv.a]
+}
+
+step "vault_policy" "c" {
+  provider   = vault.b
+  name       = "resume-c"
+  policy     = "path \"secret/data/app/*\" {\n  capabilities = [\"read\"]\n}\n"
+  depends_on = [step.vault_kv.b]
+}
+"#,
+        );
+        let p = plan(&work, 2);
+        let text = portless(&p.stdout);
+        for want in [
+            "vault/127.0.0.1:PORT/ns/resume-a/secret/data/app/one",
+            "vault/127.0.0.1:PORT/ns/resume-b/secret/data/app/two",
+            "vault/127.0.0.1:PORT/ns/resume-b/sys/policy/resume-c",
+        ] {
+            assert!(text.contains(want), "no target {want}: {p}");
+        }
+        // Killed (SIGKILL) just before journal line 5: run_started, a started, a finished,
+        // b started — b's write has happened, its finish is not journaled.
+        let mut cmd = opsctl_cmd(&work);
+        cmd.args(["apply", "--auto-approve", "--state-dir"])
+            .arg(work.state_dir())
+            .env("OPSCTL_FAULT_JOURNAL_KILL_AT", "5");
+        let crashed = run(&mut cmd);
+        assert_eq!(crashed.code, -1, "expected a SIGKILL: {crashed}");
+        let kinds: Vec<String> = journal_records(&work)
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["type"].as_str().unwrap(),
+                    r["step"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run_started ",
+                "step_started step.vault_kv.a",
+                "step_finished step.vault_kv.a",
+                "step_started step.vault_kv.b"
+            ],
+            "{crashed}"
+        );
+        assert_eq!(
+            kv_version_in("resume-b", "app/two"),
+            1,
+            "b wrote before the kill"
+        );
+        let mut cmd = opsctl_cmd(&work);
+        cmd.args(["apply", "--resume", "--auto-approve", "--state-dir"])
+            .arg(work.state_dir());
+        let resumed = run(&mut cmd);
+        resumed.expect_success();
+        // Neither write repeated (KV v2 would have made version 2), the policy written in
+        // namespace resume-b only, and the in-doubt step answered from the live secret.
+        assert_eq!(kv_version_in("resume-a", "app/one"), 1, "{resumed}");
+        assert_eq!(kv_version_in("resume-b", "app/two"), 1, "{resumed}");
+        let policy = vault_http_ns(
+            Some("resume-b"),
+            "GET",
+            "sys/policies/acl/resume-c",
+            &serde_json::Value::Null,
+        );
+        assert!(policy["data"]["policy"]
+            .as_str()
+            .unwrap()
+            .contains("secret/data/app/*"));
+        let records = journal_records(&work);
+        let b: Vec<&str> = records
+            .iter()
+            .filter(|r| r["step"] == "step.vault_kv.b")
+            .map(|r| r["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            !b[1..].contains(&"step_started"),
+            "b started again on resume: {b:?}\n{resumed}"
+        );
+        assert!(
+            records
+                .iter()
+                .filter(|r| r["step"] == "step.vault_kv.a")
+                .filter(|r| r["type"] == "step_started")
+                .count()
+                == 1,
+            "a started again: {resumed}"
+        );
+        plan(&work, 0);
+    })
+    .await;
+}
