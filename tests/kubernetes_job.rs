@@ -527,3 +527,93 @@ async fn a_job_with_delete_after_is_deleted_once_it_succeeded() {
     .await;
     kubelet.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_job_to_complete_fails_as_soon_as_the_job_failed() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "wait-job").await;
+    wait_default_service_account(&c, "wait-job").await;
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "migrate" },
+        "spec": { "backoffLimit": 0, "template": { "spec": {
+            "restartPolicy": "Never",
+            "containers": [{ "name": "m", "image": "example.invalid/migrate:1" }],
+        }}},
+    }))
+    .unwrap();
+    Api::<Job>::namespaced(c.clone(), "wait-job")
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_wait\" \"migrate\" {\n  kind      = \"Job\"\n  namespace = \"wait-job\"\n  name      = \"migrate\"\n  condition = \"Complete\"\n  timeout   = \"300s\"\n}\n",
+    );
+    let kubelet = job_kubelet(c.clone(), "wait-job", 1, "migration 42 failed");
+    let started = std::time::Instant::now();
+    let out = blocking(move || opsctl_run(&work, &["apply", "--auto-approve"])).await;
+    out.expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "did not fail fast"
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("Job `wait-job/migrate`: the Job failed: condition Failed=True (reason BackoffLimitExceeded: Job has reached the specified backoff limit)"),
+        "{out}"
+    );
+    kubelet.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_step_and_target_exit_non_zero_and_create_nothing() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "job-errors").await;
+    wait_default_service_account(&c, "job-errors").await;
+    let cases: Vec<(&str, std::path::PathBuf, String, &str)> = vec![
+        (
+            "unknown kind",
+            s.kubeconfig(),
+            "step \"kubernetes_wait\" \"w\" {\n  api_version = \"example.com/v1\"\n  kind        = \"Widget\"\n  namespace   = \"job-errors\"\n  name        = \"w\"\n  condition   = \"Ready\"\n}\n".into(),
+            "k8s/opsctl-test/example.com/v1/Widget/job-errors/w#wait: the server does not serve the API group `example.com`",
+        ),
+        (
+            "no image",
+            s.kubeconfig(),
+            "step \"kubernetes_job\" \"j\" {\n  namespace = \"job-errors\"\n  name      = \"j\"\n}\n".into(),
+            "`step.kubernetes_job.j` on `k8s/opsctl-test/batch/v1/Job/job-errors/j`: set `image` (with `command`, `args`, ...) or `template`",
+        ),
+        (
+            "invalid template",
+            s.kubeconfig(),
+            "step \"kubernetes_job\" \"j\" {\n  namespace = \"job-errors\"\n  name      = \"j\"\n  template  = { spec = { containers = \"x\" } }\n}\n".into(),
+            "`template` is not a valid pod template",
+        ),
+        (
+            "403",
+            s.reader(),
+            "step \"kubernetes_job\" \"j\" {\n  namespace = \"job-errors\"\n  name      = \"j\"\n  image     = \"example.invalid/x:1\"\n}\n".into(),
+            "create Job `job-errors/j`: the server answered 403 Forbidden",
+        ),
+        (
+            "404",
+            s.kubeconfig(),
+            "step \"kubernetes_job\" \"j\" {\n  namespace = \"no-such-namespace\"\n  name      = \"j\"\n  image     = \"example.invalid/x:1\"\n}\n".into(),
+            "create Job `no-such-namespace/j`: the server answered 404 NotFound: namespaces \"no-such-namespace\" not found",
+        ),
+    ];
+    for (case, kubeconfig, steps, want) in cases {
+        let out = blocking(move || {
+            let work = workdir(&kubeconfig, &steps);
+            opsctl_run(&work, &["apply", "--auto-approve"])
+        })
+        .await;
+        assert_eq!(out.code, 1, "{case}: {out}");
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains(want), "{case}: {out}");
+        assert!(all.contains("step.kubernetes_"), "{case}: {out}");
+    }
+    assert!(jobs(&c, "job-errors").await.is_empty(), "a Job was created");
+}
