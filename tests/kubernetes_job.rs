@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_support::*;
 use serde_json::{json, Value};
 
-/// Plays the kubelet for the Job pods of namespace `ns`: every pod not yet finished ends with
+/// Plays the kubelet for the Job pods (label `job-name`) of namespace `ns`: every pod not yet finished ends with
 /// `exit_code` (Succeeded for 0, else Failed) and `message` as its container's termination
 /// message, every 0.3 s.
 fn job_kubelet(
@@ -33,7 +33,7 @@ fn job_kubelet(
     tokio::spawn(async move {
         let pods: Api<Pod> = Api::namespaced(c, ns);
         loop {
-            if let Ok(list) = pods.list(&ListParams::default()).await {
+            if let Ok(list) = pods.list(&ListParams::default().labels("job-name")).await {
                 for p in list {
                     let phase = p.status.as_ref().and_then(|s| s.phase.clone());
                     if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
@@ -616,4 +616,155 @@ async fn errors_name_the_step_and_target_exit_non_zero_and_create_nothing() {
         assert!(all.contains("step.kubernetes_"), "{case}: {out}");
     }
     assert!(jobs(&c, "job-errors").await.is_empty(), "a Job was created");
+}
+
+// --- examples/vault-raft-peers-recovery ------------------------------------------------------
+
+/// Plays the kubelet for the pods of namespace `ns` that no Job owns: marks them Running and
+/// Ready, every 0.3 s (Job pods are [`job_kubelet`]'s).
+fn workload_kubelet(c: kube::Client, ns: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(c, ns);
+        let ready = json!({ "status": {
+            "phase": "Running",
+            "conditions": [
+                { "type": "Ready", "status": "True" },
+                { "type": "ContainersReady", "status": "True" },
+            ],
+        }});
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default().labels("!job-name")).await {
+                for p in list {
+                    if !pod_ready(&p) {
+                        if let Some(name) = p.metadata.name.as_deref() {
+                            let _ = pods
+                                .patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+                                .await;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_raft_peers_example_plans_and_applies() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "vault-raft").await;
+    wait_default_service_account(&c, "vault-raft").await;
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "vault" },
+        "spec": {
+            "replicas": 3,
+            "serviceName": "vault-internal",
+            "selector": { "matchLabels": { "app": "vault" } },
+            "template": {
+                "metadata": { "labels": { "app": "vault" } },
+                "spec": {
+                    "nodeSelector": { "opsctl-test/none": "none" },
+                    "containers": [{ "name": "vault", "image": "example.invalid/vault:1" }],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data" },
+                "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+            }],
+        },
+    }))
+    .unwrap();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(c.clone(), "vault-raft");
+    statefulsets
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let workload = workload_kubelet(c.clone(), "vault-raft");
+    let jobs_kubelet = job_kubelet(
+        c.clone(),
+        "vault-raft",
+        0,
+        "[{\"id\":\"a1b2\",\"address\":\"vault-0.vault-internal:8201\",\"non_voter\":false}]\n",
+    );
+    eventually("3 ready vault pods", || async {
+        statefulsets
+            .get("vault")
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .and_then(|s| s.ready_replicas)
+            == Some(3)
+    })
+    .await;
+    let work = Workdir::new();
+    let example = support::repo_root().join("examples/vault-raft-peers-recovery/main.hcl");
+    work.write("main.hcl", &std::fs::read_to_string(example).unwrap());
+    let kubeconfig = s.kubeconfig().display().to_string();
+    let vars = move |cmd: &[&str]| -> Vec<String> {
+        cmd.iter()
+            .map(|a| a.to_string())
+            .chain([
+                "--var".to_string(),
+                format!("kubeconfig={kubeconfig}"),
+                "--var".to_string(),
+                "namespace=vault-raft".to_string(),
+                "--var".to_string(),
+                "node_id=a1b2".to_string(),
+            ])
+            .collect()
+    };
+    let rv = statefulsets
+        .get("vault")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let work = blocking(move || {
+        let args = vars(&["plan", "--detailed-exitcode"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = opsctl_run(&work, &args);
+        p.expect_code(2);
+        insta::assert_snapshot!("vault_raft_peers_plan", p.stdout);
+        (work, vars)
+    })
+    .await;
+    assert_eq!(
+        statefulsets
+            .get("vault")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        rv,
+        "plan wrote to the StatefulSet"
+    );
+    let out = blocking(move || {
+        let (work, vars) = work;
+        let args = vars(&["apply", "--auto-approve"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = opsctl_run(&work, &args);
+        out.expect_success();
+        out
+    })
+    .await;
+    assert!(
+        out.stdout.contains("vault-0.vault-internal:8201"),
+        "the Job's termination message is the output: {out}"
+    );
+    let st = statefulsets.get("vault").await.unwrap();
+    assert_eq!(st.spec.unwrap().replicas, Some(1));
+    let p = Api::<Pod>::namespaced(c.clone(), "vault-raft")
+        .get("vault-0")
+        .await
+        .unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    // The Job (its PVC volume is in the plan snapshot) was deleted once it succeeded.
+    eventually("the Job to be deleted", || async {
+        jobs(&c, "vault-raft").await.is_empty()
+    })
+    .await;
+    workload.abort();
+    jobs_kubelet.abort();
 }
