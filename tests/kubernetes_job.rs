@@ -221,7 +221,7 @@ async fn a_wait_that_times_out_fails_with_the_last_observed_value() {
     unavailable_deployment(&c, "wait-timeout", 1).await;
     let work = workdir(
         &s.kubeconfig(),
-        "step \"kubernetes_wait\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"wait-timeout\"\n  name      = \"web\"\n  condition = \"Available\"\n  timeout   = \"6s\"\n}\n",
+        "step \"kubernetes_wait\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"wait-timeout\"\n  name      = \"web\"\n  condition = \"Available\"\n  timeout   = \"10s\"\n}\n",
     );
     let (out, types) = blocking(move || {
         let out = opsctl_run(&work, &["apply", "--auto-approve"]);
@@ -231,7 +231,7 @@ async fn a_wait_that_times_out_fails_with_the_last_observed_value() {
     out.expect_code(1);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        all.contains("waited 6s for Deployment `wait-timeout/web` condition Available=True; last seen: False (reason MinimumReplicasUnavailable: Deployment does not have minimum availability.)"),
+        all.contains("waited 10s for Deployment `wait-timeout/web` condition Available=True; last seen: False (reason MinimumReplicasUnavailable: Deployment does not have minimum availability.)"),
         "{out}"
     );
     assert!(all.contains("step.kubernetes_wait.web"), "{out}");

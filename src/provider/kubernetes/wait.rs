@@ -558,8 +558,9 @@ where
     Fut: std::future::Future<Output = Result<Result<T, String>, ProviderError>>,
 {
     let start = Instant::now();
-    // The engine stops the step at its timeout; end a little before, with the last value.
-    let margin = (ctx.timeout / 10).min(Duration::from_secs(3));
+    // The engine stops the step at its timeout (in doubt); end before it, with the last
+    // value: a fifth of the timeout, at most 5 s, leaves room for a slow last request.
+    let margin = (ctx.timeout / 5).min(Duration::from_secs(5));
     let deadline = start + ctx.timeout.saturating_sub(margin);
     let mut delay = Duration::from_millis(200);
     loop {
