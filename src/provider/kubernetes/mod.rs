@@ -1,6 +1,6 @@
 //! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_drain`,
 //! `kubernetes_scale`, `kubernetes_rollout_restart`, `kubernetes_rollout_undo` and
-//! `kubernetes_set_image` through the `kube` crate (rustls). Connects as kubectl does (see [`source`]): the block's
+//! `kubernetes_set_image`, `kubernetes_wait`, `kubernetes_job` through the `kube` crate (rustls). Connects as kubectl does (see [`source`]): the block's
 //! `config_path`, else `KUBECONFIG` (a colon-separated list, missing files skipped, merged) or
 //! `~/.kube/config`, with its `context` and `namespace` overriding the kubeconfig's current
 //! context and that context's namespace; with no kubeconfig and `KUBERNETES_SERVICE_HOST` set
@@ -10,9 +10,11 @@
 
 pub mod discovery;
 mod drain;
+mod job;
 mod node;
 pub mod rollout;
 mod scale;
+mod wait;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -42,6 +44,8 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rollout::RolloutRestart),
         Arc::new(rollout::RolloutUndo),
         Arc::new(rollout::SetImage),
+        Arc::new(wait::Wait),
+        Arc::new(job::Job),
     ]
 }
 
