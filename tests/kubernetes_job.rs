@@ -180,23 +180,30 @@ async fn a_wait_for_a_condition_met_after_a_delay_succeeds_and_plan_writes_nothi
             .as_deref(),
         Some("True")
     );
-    // A wait always runs (an earlier step may change the object); it shows that it holds now.
+    // Holding now, with no step before it changing anything, the wait is a no-op; after a step
+    // that changes something it runs all the same (that step may undo the condition).
     let rv = deployment(&c, "wait-cond", "web")
         .await
         .metadata
         .resource_version;
+    let kubeconfig = s.kubeconfig();
     blocking(move || {
-        let p = plan(&work, 2);
+        let p = plan(&work, 0);
         assert!(
             p.stdout
-                .contains("        status.conditions[Available].status: \"True\"\n"),
+                .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
             "{p}"
         );
-        assert!(p.stdout.contains("# it holds now (True"), "{p}");
+        let after_scale = workdir(
+            &kubeconfig,
+            "step \"kubernetes_scale\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"wait-cond\"\n  name      = \"web\"\n  replicas  = 2\n}\n\nstep \"kubernetes_wait\" \"web\" {\n  kind       = \"Deployment\"\n  namespace  = \"wait-cond\"\n  name       = \"web\"\n  condition  = \"Available\"\n  depends_on = [step.kubernetes_scale.web]\n}\n",
+        );
+        let p2 = plan(&after_scale, 2);
         assert!(
-            p.stdout
-                .contains("Plan: 1 to run, 0 to change, 0 unchanged."),
-            "{p}"
+            p2.stdout.contains(
+                "# runs all the same: it comes after `step.kubernetes_scale.web`, which changes something"
+            ) && p2.stdout.contains("Plan: 1 to run, 1 to change, 0 unchanged."),
+            "{p2}"
         );
         // Applying again completes at once.
         let started = std::time::Instant::now();

@@ -679,7 +679,7 @@ async fn run_step_inner(
     // Re-read the live target: earlier steps or people may have changed it since the plan.
     let mut action = inst.change.action;
     let mut observed_before = None;
-    if st.reads() && action != Action::NoOp {
+    if st.reads() && (action != Action::NoOp || st.gate()) {
         match st.read(&ctx, &task.inputs).await {
             Ok(state) => {
                 let current = match &state {

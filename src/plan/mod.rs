@@ -1433,7 +1433,18 @@ impl<'a> Planner<'a> {
     /// same target.
     fn plan_changes(&mut self, reads: &BTreeMap<String, Option<Json>>) -> Result<(), PlanError> {
         let mut predicted: HashMap<String, Option<Json>> = HashMap::new();
-        for inst in self.instances.iter_mut() {
+        // Per instance (in order, so dependencies come first): the address of a step it
+        // depends on, directly or not, that changes something (for gates, see `StepType::gate`).
+        let mut changed_upstream: Vec<Option<String>> = Vec::with_capacity(self.instances.len());
+        for i in 0..self.instances.len() {
+            let upstream = self.instances[i].deps.iter().find_map(|&d| {
+                let dep = &self.instances[d];
+                (dep.change.action != Action::NoOp)
+                    .then(|| dep.address.clone())
+                    .or_else(|| changed_upstream.get(d).cloned().flatten())
+            });
+            changed_upstream.push(upstream);
+            let inst = &mut self.instances[i];
             let st = self.registry.step(&inst.type_name).expect("validated type");
             let state: Option<Option<Json>> = predicted
                 .get(&inst.target)
@@ -1464,6 +1475,14 @@ impl<'a> Planner<'a> {
                         &self.config.blocks[inst.block].span,
                     ));
                     continue;
+                }
+            }
+            if st.gate() && inst.change.action == Action::NoOp && !finished {
+                if let Some(up) = &changed_upstream[i] {
+                    inst.change.action = Action::Run;
+                    inst.change.summary.push(format!(
+                        "runs all the same: it comes after `{up}`, which changes something"
+                    ));
                 }
             }
             if inst.change.action == Action::NoOp && !finished {

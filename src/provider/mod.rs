@@ -476,6 +476,14 @@ pub trait StepType: Send + Sync {
     fn secret_args(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether the step is a gate: it only waits for its target to satisfy a condition
+    /// (`kubernetes_wait`) and its `plan` answers `NoOp` when the condition holds now. The
+    /// engine then plans it as `Run` all the same when a step it depends on (directly or not)
+    /// changes anything, since that change can undo the condition; and apply re-checks a gate
+    /// planned as `NoOp`, since time passes between plan and apply. False by default.
+    fn gate(&self) -> bool {
+        false
+    }
 }
 
 /// A data source: a read-only lookup evaluated at plan time.

@@ -2,10 +2,11 @@
 //! (kubectl `cmd/wait`: `--for=condition=TYPE[=STATUS]`, `--for=jsonpath='{.path}'=VALUE`,
 //! `--for=delete`, with `-l SELECTOR` for every object of a selector), by polling the object.
 //!
-//! A wait is planned as [`Action::Run`] ("will run"): it changes nothing, yet it must run at
-//! apply even when the condition holds at plan time, because an earlier step of the procedure
-//! may change the object (a rollout makes a Deployment unavailable for a while). At apply it
-//! completes at once when the condition already holds. The plan shows what it waits for and
+//! A wait is a gate ([`StepType::gate`]): planned as a no-op when the condition holds at plan
+//! time and no step it comes after changes anything, else as [`Action::Run`] ("will run"): an
+//! earlier step of the procedure may change the object (a rollout makes a Deployment
+//! unavailable for a while). Apply checks it again either way (time passes between plan and
+//! apply) and completes at once when the condition holds. The plan shows what it waits for and
 //! the value it observed at plan time. Its target is the object's address followed by
 //! `#wait`, distinct from the steps that change the object (their state is theirs; a wait
 //! reads the whole object).
@@ -653,6 +654,7 @@ impl StepType for Wait {
                 s.as_deref().unwrap_or_default()
             ),
         };
+        let mut holds = false;
         let (before, now) = match current {
             Current::Known(s) => {
                 let value = if spec.for_ == For::Deleted {
@@ -674,11 +676,11 @@ impl StepType for Wait {
                     .and_then(Json::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let holds = s.get("satisfied") == Some(&Json::Bool(true));
+                holds = s.get("satisfied") == Some(&Json::Bool(true));
                 (
                     value,
                     Some(if holds {
-                        format!("it holds now ({detail}): at apply the step completes at once unless an earlier step changed that")
+                        format!("it holds now ({detail})")
                     } else {
                         format!("now: {detail}")
                     }),
@@ -696,8 +698,10 @@ impl StepType for Wait {
         };
         let mut summary = vec![format!("waits until {subject} {}", spec.predicate())];
         summary.extend(now);
+        // A gate (`StepType::gate`): a no-op when the condition holds now, unless a step it
+        // comes after changes something (the engine then plans it as a run).
         Ok(Change {
-            action: Action::Run,
+            action: if holds { Action::NoOp } else { Action::Run },
             fields: vec![FieldChange {
                 path: spec.path(),
                 before: Some(before),
@@ -732,6 +736,9 @@ impl StepType for Wait {
         Ok(InDoubt::Repeat)
     }
     fn idempotent(&self, _inputs: &Inputs) -> bool {
+        true
+    }
+    fn gate(&self) -> bool {
         true
     }
 }
