@@ -8,8 +8,11 @@
 //! `kube::Config::from_custom_kubeconfig` loads — bearer token (or token file), client
 //! certificate and key, exec plugin (`client.authentication.k8s.io` ExecCredential), basic auth.
 
+mod data;
+mod delete;
 pub mod discovery;
 mod drain;
+mod metadata;
 mod node;
 pub mod rollout;
 mod scale;
@@ -42,6 +45,23 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rollout::RolloutRestart),
         Arc::new(rollout::RolloutUndo),
         Arc::new(rollout::SetImage),
+        // issue 7: delete, annotate, label
+        Arc::new(delete::Delete),
+        Arc::new(metadata::Metadata {
+            field: "annotations",
+        }),
+        Arc::new(metadata::Metadata { field: "labels" }),
+    ]
+}
+
+/// The Kubernetes data sources.
+pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
+    vec![
+        // issue 7: nodes, pods, objects, object
+        Arc::new(data::Nodes),
+        Arc::new(data::Pods),
+        Arc::new(data::Objects),
+        Arc::new(data::Object),
     ]
 }
 
@@ -99,7 +119,7 @@ impl Provider for Kubernetes {
         step_types()
     }
     fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>> {
-        Vec::new()
+        data_sources()
     }
 }
 
