@@ -461,14 +461,19 @@ impl StepType for Delete {
                 "nothing cascades (Orphan)".to_string()
             } else {
                 format!(
-                    "nothing cascades (Orphan): {} dependents are kept, without this owner",
-                    deps.len()
+                    "nothing cascades (Orphan): {} dependent{} kept, without this owner",
+                    deps.len(),
+                    if deps.len() == 1 { " is" } else { "s are" }
                 )
             });
         } else if deps.is_empty() {
             summary.push("no dependents (by ownerReferences) cascade".to_string());
         } else {
-            summary.push(format!("cascades ({policy}) to {} dependents:", deps.len()));
+            summary.push(format!(
+                "cascades ({policy}) to {} dependent{}:",
+                deps.len(),
+                if deps.len() == 1 { "" } else { "s" }
+            ));
             summary.extend(deps.into_iter().map(|d| format!("  - {d}")));
         }
         summary.push(if recreate(inputs) {
@@ -477,8 +482,10 @@ impl StepType for Delete {
             "waits until it is gone".to_string()
         });
         Ok(Change {
+            // A rotation has no lasting desired state (the object exists again afterwards,
+            // with a new uid): it runs, as a restart does, and is not verified by a re-plan.
             action: if recreate(inputs) {
-                Action::Replace
+                Action::Run
             } else {
                 Action::Delete
             },

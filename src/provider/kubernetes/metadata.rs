@@ -159,8 +159,11 @@ impl StepType for Metadata {
             action: Action::Update,
             fields,
             summary: vec![format!(
-                "changes {changed} {} of {kind} `{name}` (merge patch)",
-                self.field
+                "changes {changed} {} of {kind} `{}{name}` (merge patch)",
+                self.field,
+                arg_str(inputs, "namespace")
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default()
             )],
         })
     }
