@@ -451,7 +451,7 @@ async fn a_forbidden_delete_and_an_unknown_kind_fail_naming_step_and_target() {
 // --- data sources ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn for_each_over_the_nodes_of_nodegroup_general_cordons_each() {
+async fn for_each_over_the_nodes_of_nodegroup_general_cordons_and_labels_each() {
     let s = server();
     let c = client().await;
     for (name, group) in [
@@ -469,7 +469,7 @@ async fn for_each_over_the_nodes_of_nodegroup_general_cordons_each() {
         )
         .await;
     }
-    let steps = "data \"kubernetes_nodes\" \"general\" {\n  label_selector = \"eks.amazonaws.com/nodegroup=general,opsctl-test=delete\"\n}\n\nstep \"kubernetes_cordon\" \"each\" {\n  for_each = { for n in data.kubernetes_nodes.general.items : n.name => n if !n.unschedulable && n.ready }\n  node     = each.key\n}\n\noutput \"nodes\" {\n  value = data.kubernetes_nodes.general.names\n}\n";
+    let steps = "data \"kubernetes_nodes\" \"general\" {\n  label_selector = \"eks.amazonaws.com/nodegroup=general,opsctl-test=delete\"\n}\n\nstep \"kubernetes_cordon\" \"each\" {\n  for_each = { for n in data.kubernetes_nodes.general.items : n.name => n if !n.unschedulable && n.ready }\n  node     = each.key\n}\n\nstep \"kubernetes_label\" \"each\" {\n  for_each    = { for n in data.kubernetes_nodes.general.items : n.name => n if !n.unschedulable && n.ready }\n  api_version = \"v1\"\n  kind        = \"Node\"\n  name        = each.key\n  labels      = { \"opsctl-maintenance\" = \"true\" }\n}\n\noutput \"nodes\" {\n  value = data.kubernetes_nodes.general.names\n}\n";
     let work = workdir(&s.kubeconfig(), steps);
     let before = node(&c, "del-general-1").await.metadata.resource_version;
     let (work, p) = blocking(move || {
@@ -491,6 +491,14 @@ async fn for_each_over_the_nodes_of_nodegroup_general_cordons_each() {
     assert!(unschedulable(&node(&c, "del-general-1").await));
     assert!(unschedulable(&node(&c, "del-general-2").await));
     assert!(!unschedulable(&node(&c, "del-spot-1").await));
+    for (n, want) in [
+        ("del-general-1", true),
+        ("del-general-2", true),
+        ("del-spot-1", false),
+    ] {
+        let labels = node(&c, n).await.metadata.labels.unwrap_or_default();
+        assert_eq!(labels.get("opsctl-maintenance").is_some(), want, "{n}");
+    }
     // Cordoned nodes drop out of the for_each: nothing to do.
     let p = blocking(move || plan(&work, 0)).await;
     assert!(p.stdout.contains("No changes"), "{p}");

@@ -202,13 +202,15 @@ pub const CASCADE_KINDS: &[(&str, &str)] = &[
 ];
 
 /// The dependents of `root` (uid) in `namespace` among [`CASCADE_KINDS`], transitively:
-/// `[{"kind", "namespace", "name", "uid"}]` sorted by kind and name. Lists metadata only.
+/// `[{"kind", "namespace", "name", "uid"}]` sorted by kind and name, and the kinds it was not
+/// allowed to list (403). Lists metadata only.
 async fn dependents(
     clients: &KubeClients,
     namespace: &str,
     root: &str,
     target: &str,
-) -> Result<Vec<Json>, ProviderError> {
+) -> Result<(Vec<Json>, Vec<String>), ProviderError> {
+    let mut unlisted: Vec<String> = Vec::new();
     // (kind, name, uid, owner uids)
     let mut all: Vec<(String, String, String, Vec<String>)> = Vec::new();
     for (group, kind) in CASCADE_KINDS {
@@ -227,13 +229,22 @@ async fn dependents(
             if let Some(t) = &token {
                 p = p.continue_token(t);
             }
-            let page = api.list_metadata(&p).await.map_err(|e| {
-                api_error(
-                    "list (looking for dependents)",
-                    &format!("{kind} in namespace `{namespace}` ({target})"),
-                    &e,
-                )
-            })?;
+            let page = match api.list_metadata(&p).await {
+                Ok(page) => page,
+                // A user who may delete the object but not list a kind: the plan says where
+                // it could not look instead of failing.
+                Err(kube::Error::Api(r)) if r.code == 403 => {
+                    unlisted.push(kind.to_string());
+                    break;
+                }
+                Err(e) => {
+                    return Err(api_error(
+                        "list (looking for dependents)",
+                        &format!("{kind} in namespace `{namespace}` ({target})"),
+                        &e,
+                    ))
+                }
+            };
             for o in page.items {
                 let owners: Vec<String> = o
                     .metadata
@@ -272,10 +283,11 @@ async fn dependents(
         }
     }
     found.sort();
-    Ok(found
+    let found = found
         .into_iter()
         .map(|(kind, name, uid)| json!({ "kind": kind, "namespace": namespace, "name": name, "uid": uid }))
-        .collect())
+        .collect();
+    Ok((found, unlisted))
 }
 
 const ARGS: &[ArgSpec] = &[
@@ -370,9 +382,9 @@ async fn read_delete(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>,
         return Ok(None);
     };
     let uid = o.metadata.uid.clone().unwrap_or_default();
-    let deps = match &obj.namespace {
+    let (deps, unlisted) = match &obj.namespace {
         Some(ns) => dependents(ctx.client::<KubeClients>()?, ns, &uid, &ctx.target).await?,
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     Ok(Some(json!({
         "uid": uid,
@@ -380,6 +392,7 @@ async fn read_delete(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>,
         RESOURCE_VERSION: o.metadata.resource_version,
         "deleting": o.metadata.deletion_timestamp.is_some(),
         "dependents": deps,
+        "unlisted": unlisted,
     })))
 }
 
@@ -475,6 +488,17 @@ impl StepType for Delete {
                 if deps.len() == 1 { "" } else { "s" }
             ));
             summary.extend(deps.into_iter().map(|d| format!("  - {d}")));
+        }
+        let unlisted: Vec<&str> = state
+            .get("unlisted")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        if !unlisted.is_empty() {
+            summary.push(format!(
+                "could not look for dependents among {} (listing them is forbidden)",
+                unlisted.join(", ")
+            ));
         }
         summary.push(if recreate(inputs) {
             format!("waits until a new {what} exists with a different uid")

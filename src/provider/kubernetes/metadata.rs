@@ -105,8 +105,11 @@ impl StepType for Metadata {
             ANNOTATE_ARGS
         }
     }
+    /// The object's target with `#labels` / `#annotations`: these steps' state (the map they
+    /// set) is theirs alone, not the state other step types read of the same object (a Node's
+    /// `unschedulable`), so that each plans against what it reads.
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
-        object_target(env, inputs)
+        format!("{}#{}", object_target(env, inputs), self.field)
     }
     fn reads(&self) -> bool {
         true
@@ -160,7 +163,11 @@ impl StepType for Metadata {
             fields,
             summary: vec![format!(
                 "changes {changed} {} of {kind} `{}{name}` (merge patch)",
-                self.field,
+                if changed == 1 {
+                    self.field.trim_end_matches('s')
+                } else {
+                    self.field
+                },
                 arg_str(inputs, "namespace")
                     .map(|n| format!("{n}/"))
                     .unwrap_or_default()
