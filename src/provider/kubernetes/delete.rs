@@ -602,7 +602,12 @@ impl StepType for Delete {
                         old.as_deref().unwrap_or("none")
                     ),
                 };
-                let waited = started.elapsed().as_secs();
+                // The step's timeout (it is what stopped the wait), else the time waited.
+                let waited = if ctx.cancel.is_cancelled() {
+                    ctx.timeout.as_secs()
+                } else {
+                    started.elapsed().as_secs()
+                };
                 return Err(ProviderError::new(if recreate(inputs) {
                     format!(
                         "{} {when}; no new object appeared within {waited}s (`opsctl apply --resume` waits again and deletes nothing new)",
@@ -632,5 +637,93 @@ impl StepType for Delete {
             None if recreate(inputs) => InDoubt::NotDone,
             None => InDoubt::Done,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(extra: Json) -> Inputs {
+        let mut i = json!({
+            "api_version": "v1", "kind": "Secret", "namespace": "consul", "name": "tls",
+        });
+        i.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        i.as_object().unwrap().clone()
+    }
+
+    fn state() -> Json {
+        json!({
+            "uid": "u1", "namespace": "consul", "dependents": [
+                { "kind": "Pod", "namespace": "consul", "name": "p", "uid": "u2" },
+            ],
+        })
+    }
+
+    #[test]
+    fn absent_is_a_noop_unless_waiting_for_a_new_object() {
+        let c = Delete.plan(&inputs(json!({})), Current::Absent).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+        let c = Delete
+            .plan(
+                &inputs(json!({ "wait_for_recreate": true })),
+                Current::Absent,
+            )
+            .unwrap();
+        assert_eq!(c.action, Action::Run);
+        assert!(c.summary[0].contains("waits until it is created"), "{c:?}");
+    }
+
+    #[test]
+    fn plan_names_the_uid_and_what_cascades_or_is_orphaned() {
+        let s = state();
+        let c = Delete.plan(&inputs(json!({})), Current::Known(&s)).unwrap();
+        assert_eq!(c.action, Action::Delete);
+        assert_eq!(c.fields[0].before, Some(json!("u1")));
+        assert_eq!(c.fields[0].after, None);
+        assert!(c
+            .summary
+            .iter()
+            .any(|l| l.contains("cascades (Background) to 1 dependent:")));
+        assert!(c
+            .summary
+            .iter()
+            .any(|l| l.contains("Pod `consul/p` (uid u2)")));
+        let c = Delete
+            .plan(
+                &inputs(json!({ "propagation_policy": "Orphan" })),
+                Current::Known(&s),
+            )
+            .unwrap();
+        assert!(c
+            .summary
+            .iter()
+            .any(|l| l.contains("nothing cascades (Orphan): 1 dependent is kept")));
+        assert!(!c.summary.iter().any(|l| l.contains("Pod `consul/p`")));
+        let e = Delete
+            .plan(
+                &inputs(json!({ "propagation_policy": "orphan" })),
+                Current::Known(&s),
+            )
+            .unwrap_err();
+        assert!(
+            e.contains("not one of Background, Foreground, Orphan"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_journaled_uid_is_the_one_the_plan_read() {
+        let s = state();
+        assert_eq!(
+            Delete.prepare_for(&inputs(json!({})), Some(&s)),
+            Some(json!({ "uid": "u1" }))
+        );
+        assert_eq!(
+            Delete.prepare_for(&inputs(json!({})), None),
+            Some(json!({ "uid": null }))
+        );
     }
 }

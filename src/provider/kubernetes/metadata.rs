@@ -227,3 +227,44 @@ impl StepType for Metadata {
         Ok(json!({ field: inputs.get(field) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dash_removes_a_key_and_what_is_already_so_is_a_noop() {
+        let step = Metadata { field: "labels" };
+        let inputs = json!({
+            "api_version": "v1", "kind": "Node", "name": "n1",
+            "labels": { "a": "1", "b": "-", "c": "3" },
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let state = json!({ "labels": { "a": "1", "b": "2" } });
+        let c = step.plan(&inputs, Current::Known(&state)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        let f: Vec<_> = c
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.before.clone(), f.after.clone()))
+            .collect();
+        assert_eq!(
+            f,
+            vec![
+                ("labels[\"a\"]", Some(json!("1")), Some(json!("1"))),
+                ("labels[\"b\"]", Some(json!("2")), None),
+                ("labels[\"c\"]", None, Some(json!("3"))),
+            ]
+        );
+        let next = step.predict(&inputs, Current::Known(&state)).unwrap();
+        assert_eq!(next["labels"], json!({ "a": "1", "c": "3" }));
+        let c = step.plan(&inputs, Current::Known(&next)).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+        assert!(step
+            .plan(&inputs, Current::Absent)
+            .unwrap_err()
+            .contains("`n1` not found"));
+    }
+}
