@@ -448,6 +448,40 @@ async fn a_forbidden_delete_and_an_unknown_kind_fail_naming_step_and_target() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_refused_at_apply_leaves_a_journal_that_resume_continues() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "del-403").await;
+    let uid = create_secret(&c, "del-403", "s", "x").await;
+    // The reader may get and list (plan works) but not delete.
+    let work = Workdir::new();
+    let kubeconfig = work.path().join("kubeconfig");
+    std::fs::copy(s.reader(), &kubeconfig).unwrap();
+    write_steps(&work, &kubeconfig, &delete_step("gone", "del-403", "s", ""));
+    let (work, out) = blocking(move || {
+        let out = opsctl_run(&work, &["apply", "--auto-approve"]);
+        (work, out)
+    })
+    .await;
+    out.expect_code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("step.kubernetes_delete.gone")
+            && text.contains("delete Secret `del-403/s`")
+            && text.contains("403 Forbidden"),
+        "{out}"
+    );
+    assert_eq!(secret_uid(&c, "del-403", "s").await, Some(uid));
+    assert!(journal_types(&work).contains(&"step_failed".to_string()));
+    // With a user who may delete (the same configuration, another kubeconfig), the run
+    // resumes and finishes.
+    std::fs::copy(s.kubeconfig(), &kubeconfig).unwrap();
+    let r = blocking(move || opsctl_run(&work, &["apply", "--resume", "--auto-approve"])).await;
+    r.expect_success();
+    assert_eq!(secret_uid(&c, "del-403", "s").await, None);
+}
+
 // --- data sources ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
