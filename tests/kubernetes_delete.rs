@@ -482,6 +482,49 @@ async fn a_delete_refused_at_apply_leaves_a_journal_that_resume_continues() {
     assert_eq!(secret_uid(&c, "del-403", "s").await, None);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_list_some_kinds_sees_where_the_plan_could_not_look_for_dependents() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "del-rbac").await;
+    create_secret(&c, "del-rbac", "s", "x").await;
+    // `viewer` may get, list and delete Secrets in this namespace, nothing else.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "secrets" },
+        "rules": [{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "delete"] }],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(c.clone(), "del-rbac")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "viewer-secrets" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secrets" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "viewer" }],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(c.clone(), "del-rbac")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let work = workdir(&s.viewer(), &delete_step("s", "del-rbac", "s", ""));
+    let (work, p) = blocking(move || {
+        let p = plan(&work, 2);
+        (work, p)
+    })
+    .await;
+    assert!(
+        p.stdout.contains(
+            "could not look for dependents among ReplicaSet, ControllerRevision, Job, Pod, ConfigMap, Service, PersistentVolumeClaim (listing them is forbidden)"
+        ),
+        "{p}"
+    );
+    blocking(move || apply(&work)).await;
+    assert_eq!(secret_uid(&c, "del-rbac", "s").await, None);
+}
+
 // --- data sources ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
