@@ -347,6 +347,61 @@ async fn deleting_a_replica_set_plans_its_pods_cascading_waits_until_gone_then_p
     assert!(p.stdout.contains("No changes"), "{p}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_held_by_a_finalizer_times_out_in_doubt_and_resume_waits_until_gone() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "del-fin").await;
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), "del-fin");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "held", "finalizers": ["opsctl.test/hold"] },
+    }))
+    .unwrap();
+    let uid = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_delete\" \"cm\" {\n  api_version = \"v1\"\n  kind        = \"ConfigMap\"\n  namespace   = \"del-fin\"\n  name        = \"held\"\n  timeout     = \"5s\"\n}\n",
+    );
+    let (work, a) = blocking(move || {
+        let a = opsctl_run(&work, &["apply", "--auto-approve"]);
+        (work, a)
+    })
+    .await;
+    assert_ne!(a.code, 0, "{a}");
+    let text = format!("{}{}", a.stdout, a.stderr);
+    assert!(
+        text.contains("ConfigMap `del-fin/held` was deleted at ")
+            && text.contains("still there after 5s, held by finalizers opsctl.test/hold"),
+        "{a}"
+    );
+    assert!(journal_types(&work).contains(&"step_in_doubt".to_string()));
+    let live = cms.get("held").await.unwrap().metadata;
+    assert_eq!(live.uid, uid);
+    assert!(live.deletion_timestamp.is_some());
+
+    // The finalizer's controller finishes 2 s into the resumed run, which waits for it.
+    let cms2 = cms.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cms2.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    });
+    let r = blocking(move || opsctl_run(&work, &["apply", "--resume", "--auto-approve"])).await;
+    release.await.unwrap();
+    r.expect_success();
+    assert!(cms.get_opt("held").await.unwrap().is_none());
+}
+
 // --- annotate / label ------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -614,7 +614,19 @@ impl StepType for Delete {
                         obj.describe()
                     )
                 } else {
-                    format!("{} {when}; still there after {waited}s", obj.describe())
+                    let finalizers = now
+                        .as_ref()
+                        .and_then(|o| o.metadata.finalizers.clone())
+                        .unwrap_or_default();
+                    format!(
+                        "{} {when}; still there after {waited}s{}",
+                        obj.describe(),
+                        if finalizers.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", held by finalizers {}", finalizers.join(", "))
+                        }
+                    )
                 }));
             }
             delay = (delay * 2).min(Duration::from_secs(2));
