@@ -726,7 +726,10 @@ async fn run_step_inner(
     // A value the step chooses before acting (e.g. a restart's `restartedAt`) is durable with
     // `step_started`, so that resume can look for it in the live object; an attempt after an
     // interrupted one reuses that one's value.
-    let prepared = task.prepared.clone().or_else(|| st.prepare(&task.inputs));
+    let prepared = task
+        .prepared
+        .clone()
+        .or_else(|| st.prepare_for(&task.inputs, ctx.planned_state.as_ref()));
     ctx.prepared = prepared.clone();
     journal
         .append(&Record::StepStarted {
@@ -764,8 +767,9 @@ async fn run_step_inner(
     };
     let outputs = match (applied, stopped_by) {
         (Ok(o), _) => o,
-        (Err(_), Some(why)) => {
-            let why = fail(why);
+        (Err(e), Some(why)) => {
+            // What the step said as it stopped (e.g. what it was still waiting for).
+            let why = fail(format!("{why}: {e}"));
             return record_in_doubt(journal, &inst.address, why).await;
         }
         (Err(e), None) => {

@@ -422,6 +422,14 @@ pub trait StepType: Send + Sync {
         let _ = inputs;
         None
     }
+    /// [`StepType::prepare`] given also the state the approved change was planned against
+    /// ([`StepContext::planned_state`]), for a step whose idempotency key is a property of that
+    /// state rather than of its inputs (the uid of an object `kubernetes_delete` deletes). The
+    /// same rules apply. Default: [`StepType::prepare`].
+    fn prepare_for(&self, inputs: &Inputs, planned: Option<&Json>) -> Option<Json> {
+        let _ = planned;
+        self.prepare(inputs)
+    }
     /// Outputs as known at plan time (unknown markers for values known only after apply).
     fn planned_outputs(&self, inputs: &Inputs) -> Json {
         let _ = inputs;

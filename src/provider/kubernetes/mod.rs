@@ -8,9 +8,12 @@
 //! `kube::Config::from_custom_kubeconfig` loads — bearer token (or token file), client
 //! certificate and key, exec plugin (`client.authentication.k8s.io` ExecCredential), basic auth.
 
+mod data;
+mod delete;
 pub mod discovery;
 mod drain;
 mod job;
+mod metadata;
 mod node;
 pub mod rollout;
 mod scale;
@@ -46,6 +49,21 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rollout::SetImage),
         Arc::new(wait::Wait),
         Arc::new(job::Job),
+        Arc::new(delete::Delete),
+        Arc::new(metadata::Metadata {
+            field: "annotations",
+        }),
+        Arc::new(metadata::Metadata { field: "labels" }),
+    ]
+}
+
+/// The Kubernetes data sources.
+pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
+    vec![
+        Arc::new(data::Nodes),
+        Arc::new(data::Pods),
+        Arc::new(data::Objects),
+        Arc::new(data::Object),
     ]
 }
 
@@ -103,7 +121,7 @@ impl Provider for Kubernetes {
         step_types()
     }
     fn data_sources(&self) -> Vec<Arc<dyn DataSourceType>> {
-        Vec::new()
+        data_sources()
     }
 }
 
