@@ -120,6 +120,7 @@ pub fn definitions() -> Vec<(&'static str, FuncDef)> {
         // Encoding.
         ("jsonencode", fixed([Any], jsonencode)),
         ("jsondecode", fixed([Str], jsondecode)),
+        ("yamldecode", fixed([Str], yamldecode)),
         ("base64encode", fixed([Str], base64encode)),
         ("base64decode", fixed([Str], base64decode)),
         ("urlencode", fixed([Str], urlencode)),
@@ -1576,6 +1577,13 @@ fn jsonencode(args: FuncArgs) -> FnResult {
 fn jsondecode(args: FuncArgs) -> FnResult {
     serde_json::from_str::<Value>(string_arg(&args[0])?)
         .map_err(|err| format!("invalid JSON: {err}"))
+}
+
+/// `yamldecode(string) -> any`: Terraform's `yamldecode` (one YAML 1.2 document, through
+/// `serde_yaml`); map keys must be strings.
+fn yamldecode(args: FuncArgs) -> FnResult {
+    serde_yaml::from_str::<Value>(string_arg(&args[0])?)
+        .map_err(|err| format!("invalid YAML: {err}"))
 }
 
 /// `base64encode(string) -> string`: Terraform's `base64encode` (standard alphabet, padded).

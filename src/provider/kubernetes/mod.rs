@@ -10,7 +10,10 @@
 
 pub mod discovery;
 mod drain;
+mod manifest;
 mod node;
+mod object;
+mod patch;
 pub mod rollout;
 mod scale;
 
@@ -42,6 +45,8 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rollout::RolloutRestart),
         Arc::new(rollout::RolloutUndo),
         Arc::new(rollout::SetImage),
+        Arc::new(manifest::Manifest),
+        Arc::new(patch::KubePatch),
     ]
 }
 
