@@ -1,4 +1,5 @@
 //! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_drain`,
+//! `kubernetes_manifest`, `kubernetes_patch`,
 //! `kubernetes_scale`, `kubernetes_rollout_restart`, `kubernetes_rollout_undo` and
 //! `kubernetes_set_image` through the `kube` crate (rustls). Connects as kubectl does (see [`source`]): the block's
 //! `config_path`, else `KUBECONFIG` (a colon-separated list, missing files skipped, merged) or

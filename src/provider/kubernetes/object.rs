@@ -128,7 +128,23 @@ pub fn clean(mut obj: Json) -> Json {
     if let Some(o) = obj.as_object_mut() {
         o.remove("status");
     }
+    drop_null_timestamps(&mut obj);
     obj
+}
+
+/// Removes the `creationTimestamp: null` the server writes into embedded object metadata (a
+/// pod template's), which is no field anyone sets.
+fn drop_null_timestamps(v: &mut Json) {
+    match v {
+        Json::Object(o) => {
+            if o.get("creationTimestamp").is_some_and(Json::is_null) {
+                o.remove("creationTimestamp");
+            }
+            o.values_mut().for_each(drop_null_timestamps);
+        }
+        Json::Array(a) => a.iter_mut().for_each(drop_null_timestamps),
+        _ => {}
+    }
 }
 
 /// A digest of what a step writes (its type and arguments), recorded with a dry run so that a
