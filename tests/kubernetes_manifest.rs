@@ -705,6 +705,64 @@ async fn a_patch_is_conditional_on_the_resource_version_the_plan_read() {
     drop(work);
 }
 
+// --- interrupted applies, resumed -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_interrupted_after_it_acted_is_marked_done_on_resume_from_the_dry_run() {
+    // opsctl is killed after the server-side apply and the patch acted, before it journals
+    // them finished: resume asks each step (in_doubt) whether its effect is there, by the dry
+    // run against the live object, and writes nothing again.
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "mf-resume").await;
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), "mf-resume");
+    let work = workdir(
+        &s.kubeconfig(),
+        r#"step "kubernetes_manifest" "cm" {
+  manifest = {
+    apiVersion = "v1"
+    kind       = "ConfigMap"
+    metadata   = { name = "resumed", namespace = "mf-resume" }
+    data       = { mode = "safe" }
+  }
+}
+
+step "kubernetes_patch" "label" {
+  api_version = "v1"
+  kind        = "ConfigMap"
+  namespace   = "mf-resume"
+  name        = "resumed"
+  type        = "merge"
+  patch       = { metadata = { labels = { patched = "yes" } } }
+  depends_on  = [step.kubernetes_manifest.cm]
+}
+"#,
+    );
+    // Journal lines: 1 run_started, 2 step_started (cm), 3 step_finished (cm), 4 step_started
+    // (label), 5 step_finished (label): killed before it.
+    let (out, work) = blocking(move || {
+        let mut cmd = opsctl(&work, None);
+        cmd.args(["apply", "--auto-approve", "--state-dir"])
+            .arg(work.state_dir())
+            .env("OPSCTL_FAULT_JOURNAL_KILL_AT", "5");
+        (run(&mut cmd), work)
+    })
+    .await;
+    assert_eq!(out.code, -1, "expected opsctl to be killed\n{out}");
+    let cm = cms.get("resumed").await.expect("the apply acted before the kill");
+    assert_eq!(cm.metadata.labels.unwrap()["patched"], "yes", "the patch acted before the kill");
+    let before = cm.metadata.resource_version;
+
+    let out = blocking(move || opsctl_run(&work, &["apply", "--resume", "--auto-approve"])).await;
+    out.expect_success();
+    let t = text(&out);
+    assert!(
+        t.contains("step.kubernetes_patch.label: marked finished (re-read: its effect is already there)"),
+        "{out}"
+    );
+    assert_eq!(cms.get("resumed").await.unwrap().metadata.resource_version, before);
+}
+
 // --- examples ----------------------------------------------------------------------------------
 
 /// Runs `examples/NAME/main.hcl` with `--var` values: plan (snapshot), apply, and a second
