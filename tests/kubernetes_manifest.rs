@@ -705,6 +705,41 @@ async fn a_patch_is_conditional_on_the_resource_version_the_plan_read() {
     drop(work);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_apply_is_conditional_on_the_resource_version_the_plan_read() {
+    // Even with `force_conflicts` (which takes any field), a change made between approval and
+    // apply is not overwritten: the applied configuration carries the resource version the
+    // plan read.
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "mf-rv").await;
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), "mf-rv");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "m" }, "data": { "mode": "a" } }))
+            .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_manifest\" \"m\" {\n  manifest = {\n    apiVersion = \"v1\"\n    kind       = \"ConfigMap\"\n    metadata   = { name = \"m\", namespace = \"mf-rv\" }\n    data       = { mode = \"b\" }\n  }\n  force_conflicts = true\n}\n",
+    );
+    let (approval, work) = blocking(move || (AwaitingApproval::start(&work, &[]), work)).await;
+    cms.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "mode": "c" } })),
+    )
+    .await
+    .unwrap();
+    let out = blocking(move || approval.answer("yes")).await;
+    out.expect_code(1);
+    let t = format!("{}{}", out.stdout, out.stderr);
+    assert!(t.contains("server-side apply of ConfigMap `mf-rv/m`"), "{out}");
+    assert!(t.contains("changed since the plan was approved"), "{out}");
+    assert!(t.contains("data.mode: \"c\" -> \"b\""), "{out}");
+    assert_eq!(cms.get("m").await.unwrap().data.unwrap()["mode"], "c");
+    drop(work);
+}
+
 // --- interrupted applies, resumed -------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
