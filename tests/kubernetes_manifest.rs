@@ -733,7 +733,10 @@ async fn a_server_side_apply_is_conditional_on_the_resource_version_the_plan_rea
     let out = blocking(move || approval.answer("yes")).await;
     out.expect_code(1);
     let t = format!("{}{}", out.stdout, out.stderr);
-    assert!(t.contains("server-side apply of ConfigMap `mf-rv/m`"), "{out}");
+    assert!(
+        t.contains("server-side apply of ConfigMap `mf-rv/m`"),
+        "{out}"
+    );
     assert!(t.contains("changed since the plan was approved"), "{out}");
     assert!(t.contains("data.mode: \"c\" -> \"b\""), "{out}");
     assert_eq!(cms.get("m").await.unwrap().data.unwrap()["mode"], "c");
@@ -784,18 +787,30 @@ step "kubernetes_patch" "label" {
     })
     .await;
     assert_eq!(out.code, -1, "expected opsctl to be killed\n{out}");
-    let cm = cms.get("resumed").await.expect("the apply acted before the kill");
-    assert_eq!(cm.metadata.labels.unwrap()["patched"], "yes", "the patch acted before the kill");
+    let cm = cms
+        .get("resumed")
+        .await
+        .expect("the apply acted before the kill");
+    assert_eq!(
+        cm.metadata.labels.unwrap()["patched"],
+        "yes",
+        "the patch acted before the kill"
+    );
     let before = cm.metadata.resource_version;
 
     let out = blocking(move || opsctl_run(&work, &["apply", "--resume", "--auto-approve"])).await;
     out.expect_success();
     let t = text(&out);
     assert!(
-        t.contains("step.kubernetes_patch.label: marked finished (re-read: its effect is already there)"),
+        t.contains(
+            "step.kubernetes_patch.label: marked finished (re-read: its effect is already there)"
+        ),
         "{out}"
     );
-    assert_eq!(cms.get("resumed").await.unwrap().metadata.resource_version, before);
+    assert_eq!(
+        cms.get("resumed").await.unwrap().metadata.resource_version,
+        before
+    );
 }
 
 // --- examples ----------------------------------------------------------------------------------

@@ -2416,6 +2416,15 @@ b")"#,
     }
 
     #[test]
+    fn yaml() {
+        check(
+            r#"yamldecode("kind: ConfigMap\nmetadata:\n  name: x\ndata:\n  n: '1'\n  list: [1, 2.5, true, null]\n")"#,
+            r#"{kind = "ConfigMap", metadata = {name = "x"}, data = {n = "1", list = [1, 2.5, true, null]}}"#,
+        );
+        assert!(err(r#"yamldecode("a: [")"#).starts_with("invalid YAML: "));
+    }
+
+    #[test]
     fn base64_and_urls() {
         check_str(r#"base64encode("Hello World")"#, "SGVsbG8gV29ybGQ=");
         check_str(r#"base64decode("SGVsbG8gV29ybGQ=")"#, "Hello World");
