@@ -213,7 +213,7 @@ impl StepType for Manifest {
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let n = named(inputs)?;
         let what = format!("{} `{}`", n.kind, n.name);
-        let state = match current {
+        let state = match object::own(current) {
             Current::NotRead => {
                 return Ok(Change {
                     action: Action::Update,
@@ -237,7 +237,7 @@ impl StepType for Manifest {
     fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
         let n = named(inputs).ok()?;
         let what = format!("{} `{}`", n.kind, n.name);
-        let state = match current {
+        let state = match object::own(current) {
             Current::NotRead => return None,
             Current::Absent => None,
             Current::Known(s) => Some(s),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::discovery::Served;
 use super::{api_error, KubeClients, RESOURCE_VERSION};
-use crate::provider::{Action, Change, FieldChange, ProviderError, StepContext};
+use crate::provider::{Action, Change, Current, FieldChange, ProviderError, StepContext};
 
 /// One object of any kind, resolved through discovery.
 pub struct Resolved {
@@ -375,6 +375,16 @@ pub fn change(before: Option<&Json>, after: &Json, summary: String) -> Change {
         } else {
             vec![summary]
         },
+    }
+}
+
+/// `current`, or NotRead when it is the state another kind of step on the same target reads
+/// (a workload's replicas and template, a node's schedulability): these steps then plan
+/// without a diff, and apply re-reads their own state.
+pub fn own(current: Current<'_>) -> Current<'_> {
+    match current {
+        Current::Known(s) if s.get("object").is_none() => Current::NotRead,
+        c => c,
     }
 }
 

@@ -246,7 +246,7 @@ impl StepType for KubePatch {
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
         let (ty, _) = typed(inputs)?;
         let summary = format!("patches {} ({ty} patch)", describe(inputs));
-        let state = match current {
+        let state = match object::own(current) {
             Current::NotRead => {
                 return Ok(Change {
                     action: Action::Update,
@@ -276,7 +276,7 @@ impl StepType for KubePatch {
         })
     }
     fn predict(&self, inputs: &Inputs, current: Current<'_>) -> Option<Json> {
-        let Current::Known(state) = current else {
+        let Current::Known(state) = object::own(current) else {
             return None;
         };
         after(inputs, state).ok().flatten().map(object::predicted)
