@@ -416,6 +416,61 @@ async fn a_field_another_manager_owns_is_a_plan_conflict_unless_force_conflicts(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_after_a_scale_of_the_same_deployment_plans_without_a_diff_and_applies() {
+    // The scale step reads (and predicts) the workload state; the manifest after it on the same
+    // target cannot diff against that, so its plan says its fields are known after apply,
+    // where it reads its own state (and dry run) again.
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "mf-mixed").await;
+    create_owned_deployment(&c, "mf-mixed", "web").await;
+    settled(&c, "mf-mixed", "web").await;
+    let deps = dynamic(
+        &c,
+        Some("mf-mixed"),
+        ("apps", "v1", "Deployment"),
+        "deployments",
+    );
+    let before = rv(&deps, "web").await;
+    let steps = format!(
+        "step \"kubernetes_scale\" \"web\" {{\n  kind      = \"Deployment\"\n  namespace = \"mf-mixed\"\n  name      = \"web\"\n  replicas  = 2\n  wait      = false\n}}\n\n{}",
+        web_manifest(
+            "mf-mixed",
+            "web",
+            2,
+            "",
+            "  force_conflicts = true\n  depends_on      = [step.kubernetes_scale.web]\n"
+        )
+    );
+    let work = workdir(&s.kubeconfig(), &steps);
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        assert!(p.stdout.contains("~ replicas: 3 -> 2"), "{p}");
+        assert!(
+            p.stdout
+                .contains("(the fields that change are known after apply)"),
+            "{p}"
+        );
+        work
+    })
+    .await;
+    assert_eq!(
+        rv(&deps, "web").await,
+        before,
+        "plan wrote to the deployment"
+    );
+    let work = blocking(move || {
+        apply(&work);
+        work
+    })
+    .await;
+    let d = deployment(&c, "mf-mixed", "web").await;
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    assert_eq!(d.metadata.labels.unwrap()["tier"], "frontend");
+    drop(work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_resource_of_a_crd_installed_by_the_test_plans_and_applies() {
     let s = server();
     let c = client().await;

@@ -263,6 +263,7 @@ impl StepType for Manifest {
         let pp = params(inputs);
         // Conditional on the object the approved plan read: its resource version in the
         // applied configuration is a precondition (a 409 when the object changed since).
+        let ctx = &object::approved_context(ctx);
         write_approved(
             self,
             ctx,

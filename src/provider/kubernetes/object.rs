@@ -388,6 +388,21 @@ pub fn own(current: Current<'_>) -> Current<'_> {
     }
 }
 
+/// `ctx` for a write conditional on the approved plan ([`super::write_approved`]): without
+/// `planned_state` when the plan had another kind of step's state (see [`own`]), whose
+/// resource version and change are not this step's to require.
+pub fn approved_context(ctx: &StepContext) -> StepContext {
+    let mut ctx = ctx.clone();
+    if ctx
+        .planned_state
+        .as_ref()
+        .is_some_and(|s| s.get("object").is_none())
+    {
+        ctx.planned_state = None;
+    }
+    ctx
+}
+
 /// The live object of a state (None when absent).
 pub fn live(state: &Json) -> Option<&Json> {
     state.get("object").filter(|o| !o.is_null())

@@ -289,6 +289,7 @@ impl StepType for KubePatch {
         let client = ctx.client::<KubeClients>()?.client.clone();
         // Conditional on the resource version the approved plan read (a 409 when the object
         // changed since): in the patch's `metadata`, or a JSON patch's `replace` of it.
+        let ctx = &object::approved_context(ctx);
         write_approved(self, ctx, inputs, "patch", &what, |version| {
             let patch = with_version(patch, version);
             let (client, r) = (&client, &r);
