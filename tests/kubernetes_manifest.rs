@@ -471,6 +471,55 @@ async fn a_manifest_after_a_scale_of_the_same_deployment_plans_without_a_diff_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_manifest_never_shows_or_journals_its_values() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "mf-secret").await;
+    let secrets = dynamic(&c, Some("mf-secret"), ("", "v1", "Secret"), "secrets");
+    let steps = |v: &str| {
+        format!(
+            "variable \"password\" {{\n  type      = string\n  default   = \"{v}\"\n  sensitive = true\n}}\n\nstep \"kubernetes_manifest\" \"db\" {{\n  manifest = {{\n    apiVersion = \"v1\"\n    kind       = \"Secret\"\n    metadata   = {{ name = \"db\", namespace = \"mf-secret\" }}\n    stringData = {{ password = var.password, user = \"app\" }}\n  }}\n}}\n"
+        )
+    };
+    let work = workdir(&s.kubeconfig(), &steps("hunter2-first"));
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        assert!(!text(&p).contains("hunter2"), "{p}");
+        let a = apply(&work);
+        assert!(!text(&a).contains("hunter2"), "{a}");
+        let p = plan(&work, 0);
+        assert!(!text(&p).contains("hunter2"), "{p}");
+        work
+    })
+    .await;
+    let secret = get(&secrets, "db").await.expect("secret created");
+    assert_eq!(secret["data"]["user"], "YXBw");
+
+    write_steps(&work, &s.kubeconfig(), &steps("hunter2-second"));
+    let work = blocking(move || {
+        let p = plan(&work, 2);
+        let t = text(&p);
+        assert!(!t.contains("hunter2"), "{p}");
+        assert!(t.contains("data.password: \"(sensitive value"), "{p}");
+        assert!(!t.contains("data.user"), "{p}");
+        apply(&work);
+        work
+    })
+    .await;
+    let journal = std::fs::read_dir(work.state_dir().join("journal"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(journal.contains("kubernetes_manifest.db"), "no journal");
+    for v in ["hunter2", "aHVudGVyMi"] {
+        assert!(
+            !journal.contains(v),
+            "the journal holds a secret value ({v})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_resource_of_a_crd_installed_by_the_test_plans_and_applies() {
     let s = server();
     let c = client().await;

@@ -129,7 +129,38 @@ pub fn clean(mut obj: Json) -> Json {
         o.remove("status");
     }
     drop_null_timestamps(&mut obj);
+    redact_secret(&mut obj);
     obj
+}
+
+/// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// In a core `Secret`, every value of `data` and `stringData` (and kubectl's last-applied
+/// annotation, which repeats them) replaced by `(sensitive value sha256:<12 hex>)`: plans still
+/// see which keys change, and no value reaches plan text, the journal or messages.
+fn redact_secret(obj: &mut Json) {
+    if obj.get("kind").and_then(Json::as_str) != Some("Secret")
+        || obj.get("apiVersion").and_then(Json::as_str) != Some("v1")
+    {
+        return;
+    }
+    let hide = |v: &mut Json| {
+        let text = serde_json::to_string(v).unwrap_or_default();
+        let hex = format!("{:x}", Sha256::digest(text.as_bytes()));
+        *v = Json::String(format!("(sensitive value sha256:{})", &hex[..12]));
+    };
+    for k in ["data", "stringData"] {
+        if let Some(m) = obj.get_mut(k).and_then(Json::as_object_mut) {
+            m.values_mut().for_each(hide);
+        }
+    }
+    if let Some(a) = obj.pointer_mut(&format!(
+        "/metadata/annotations/{}",
+        LAST_APPLIED.replace('/', "~1")
+    )) {
+        hide(a);
+    }
 }
 
 /// Removes the `creationTimestamp: null` the server writes into embedded object metadata (a
