@@ -199,9 +199,10 @@ pub fn state(live: Option<&DynamicObject>, dry_run: Json) -> Result<Json, Provid
     Ok(json!({ "object": object, RESOURCE_VERSION: version, "dry_run": dry_run }))
 }
 
-/// The dry-run record of a write's result: the cleaned object; a 409 as `conflict` and a 400,
-/// 403 by admission, or 422 (validation) as `rejected`, with the server's message, so that the
-/// plan shows them against the step.
+/// The dry-run record of a write's result: the cleaned object; a 409 as `conflict`, and a 400,
+/// a 422 (validation) or a 403 from admission (a webhook or plugin's denial, as opposed to
+/// authorization's) as `rejected`, with the server's message, so that the plan shows them
+/// against the step.
 ///
 /// # Errors
 ///
@@ -217,13 +218,18 @@ pub fn dry_run_record(
             "for": key,
             "object": clean(serde_json::to_value(&o).map_err(|e| ProviderError::new(e.to_string()))?),
         })),
-        Err(kube::Error::Api(r)) if r.code == 409 => {
+        // A 409 for a resource version that kept changing (see [`is_stale`]) is an error.
+        Err(kube::Error::Api(r)) if r.code == 409 && !r.message.contains("has been modified") => {
             Ok(json!({ "for": key, "conflict": r.message }))
         }
-        Err(kube::Error::Api(r)) if r.code == 400 || r.code == 422 => Ok(json!({
-            "for": key,
-            "rejected": format!("the server answered {} {}: {}", r.code, r.reason, r.message),
-        })),
+        Err(kube::Error::Api(r))
+            if r.code == 400
+                || r.code == 422
+                || r.code == 403 && r.message.contains("admission") =>
+        {
+            let rejected = format!("the server answered {} {}: {}", r.code, r.reason, r.message);
+            Ok(json!({ "for": key, "rejected": rejected }))
+        }
         Err(e) => Err(api_error(operation, what, &e)),
     }
 }
