@@ -120,6 +120,7 @@ pub fn definitions() -> Vec<(&'static str, FuncDef)> {
         // Encoding.
         ("jsonencode", fixed([Any], jsonencode)),
         ("jsondecode", fixed([Str], jsondecode)),
+        ("yamldecode", fixed([Str], yamldecode)),
         ("base64encode", fixed([Str], base64encode)),
         ("base64decode", fixed([Str], base64decode)),
         ("urlencode", fixed([Str], urlencode)),
@@ -1578,6 +1579,13 @@ fn jsondecode(args: FuncArgs) -> FnResult {
         .map_err(|err| format!("invalid JSON: {err}"))
 }
 
+/// `yamldecode(string) -> any`: Terraform's `yamldecode` (one YAML 1.2 document, through
+/// `serde_yaml`); map keys must be strings.
+fn yamldecode(args: FuncArgs) -> FnResult {
+    serde_yaml::from_str::<Value>(string_arg(&args[0])?)
+        .map_err(|err| format!("invalid YAML: {err}"))
+}
+
 /// `base64encode(string) -> string`: Terraform's `base64encode` (standard alphabet, padded).
 fn base64encode(args: FuncArgs) -> FnResult {
     Ok(Value::from(
@@ -2405,6 +2413,15 @@ b")"#,
             err(r#"jsondecode("{")"#),
             "invalid JSON: EOF while parsing an object at line 1 column 1"
         );
+    }
+
+    #[test]
+    fn yaml() {
+        check(
+            r#"yamldecode("kind: ConfigMap\nmetadata:\n  name: x\ndata:\n  n: '1'\n  list: [1, 2.5, true, null]\n")"#,
+            r#"{kind = "ConfigMap", metadata = {name = "x"}, data = {n = "1", list = [1, 2.5, true, null]}}"#,
+        );
+        assert!(err(r#"yamldecode("a: [")"#).starts_with("invalid YAML: "));
     }
 
     #[test]

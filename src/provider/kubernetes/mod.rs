@@ -1,6 +1,9 @@
 //! The Kubernetes provider: `kubernetes_cordon`, `kubernetes_uncordon`, `kubernetes_drain`,
+//! `kubernetes_manifest`, `kubernetes_patch`,
 //! `kubernetes_scale`, `kubernetes_rollout_restart`, `kubernetes_rollout_undo` and
-//! `kubernetes_set_image`, `kubernetes_wait`, `kubernetes_job` through the `kube` crate (rustls). Connects as kubectl does (see [`source`]): the block's
+//! `kubernetes_set_image`, `kubernetes_wait`, `kubernetes_job`, `kubernetes_delete`,
+//! `kubernetes_annotate`, `kubernetes_label` and data sources `kubernetes_nodes`, `_pods`,
+//! `_objects`, `_object` through the `kube` crate (rustls). Connects as kubectl does (see [`source`]): the block's
 //! `config_path`, else `KUBECONFIG` (a colon-separated list, missing files skipped, merged) or
 //! `~/.kube/config`, with its `context` and `namespace` overriding the kubeconfig's current
 //! context and that context's namespace; with no kubeconfig and `KUBERNETES_SERVICE_HOST` set
@@ -13,8 +16,11 @@ mod delete;
 pub mod discovery;
 mod drain;
 mod job;
+mod manifest;
 mod metadata;
 mod node;
+mod object;
+mod patch;
 pub mod rollout;
 mod scale;
 mod wait;
@@ -47,6 +53,8 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rollout::RolloutRestart),
         Arc::new(rollout::RolloutUndo),
         Arc::new(rollout::SetImage),
+        Arc::new(manifest::Manifest),
+        Arc::new(patch::KubePatch),
         Arc::new(wait::Wait),
         Arc::new(job::Job),
         Arc::new(delete::Delete),
