@@ -117,7 +117,13 @@ impl MotoServer {
     /// Starts `$OPSCTL_MOTO_SERVER` on a free port and waits until it answers.
     ///
     /// Panics (with the server's log) if it does not come up within 20 s.
+    ///
+    /// With `OPSCTL_MOTO_EXT` set (scripts/test.sh sets it) this is [`MotoServer::start_ext`]:
+    /// the extended server answers the EKS operations the steps wait with (`DescribeUpdate`).
     pub fn start() -> MotoServer {
+        if std::env::var_os("OPSCTL_MOTO_EXT").is_some_and(|v| !v.is_empty()) {
+            return Self::start_ext();
+        }
         let bin = PathBuf::from(required_env("OPSCTL_MOTO_SERVER"));
         assert!(
             bin.is_file(),
@@ -637,7 +643,13 @@ impl MotoServer {
                 .env("PYTHONUNBUFFERED", "1")
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot spawn {} {}: {e}", python.display(), script.display()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot spawn {} {}: {e}",
+                        python.display(),
+                        script.display()
+                    )
+                });
             let mut server = MotoServer {
                 endpoint: format!("http://127.0.0.1:{port}"),
                 port,

@@ -4,6 +4,7 @@
 
 mod eks;
 mod rds;
+pub mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;
