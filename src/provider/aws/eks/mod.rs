@@ -1,10 +1,20 @@
-//! EKS: the `eks_nodegroup_scaling` step (desired/min/max of a managed nodegroup, as
-//! `aws eks update-nodegroup-config --scaling-config`) and the `eks_nodegroup` data source
-//! (`aws eks describe-nodegroup`).
+//! EKS: the `eks_nodegroup_scaling` step (desired/min/max, labels and taints of a managed
+//! nodegroup, as `aws eks update-nodegroup-config`), the `eks_nodegroup`, `eks_cluster` and
+//! `eks_nodegroups` data sources (`aws eks describe-nodegroup`, `describe-cluster`,
+//! `list-nodegroups`), and the helpers the version steps share (cluster_version.rs,
+//! nodegroup_version.rs): descriptions, update polls, the update in flight.
+
+mod cluster_version;
+mod nodegroup_version;
+
+pub use cluster_version::ClusterVersion;
+pub use nodegroup_version::NodegroupVersion;
 
 use async_trait::async_trait;
 use aws_sdk_eks::error::ProvideErrorMetadata;
-use aws_sdk_eks::types::NodegroupScalingConfig;
+use aws_sdk_eks::types::{
+    NodegroupScalingConfig, Taint, TaintEffect, UpdateLabelsPayload, UpdateTaintsPayload,
+};
 use serde_json::{json, Value as Json};
 
 use super::waiter::{transient_or_fatal, Poll, PollError, Waiter};
@@ -51,7 +61,204 @@ const ARGS: &[ArgSpec] = &[
         required: false,
         doc: "scalingConfig.maxSize",
     },
+    ArgSpec {
+        name: "labels",
+        ty: ArgType::MapOfString,
+        required: false,
+        doc: "Kubernetes labels to add or update (labels.addOrUpdateLabels)",
+    },
+    ArgSpec {
+        name: "remove_labels",
+        ty: ArgType::ListOfString,
+        required: false,
+        doc: "label keys to remove (labels.removeLabels)",
+    },
+    ArgSpec {
+        name: "taints",
+        ty: ArgType::Any,
+        required: false,
+        doc: "taints to add or update: a list of { key, value, effect } (NoSchedule, NoExecute, PreferNoSchedule) (taints.addOrUpdateTaints)",
+    },
+    ArgSpec {
+        name: "remove_taints",
+        ty: ArgType::Any,
+        required: false,
+        doc: "taints to remove: a list of { key, effect } (taints.removeTaints)",
+    },
 ];
+
+/// Label and taint arguments of `eks_nodegroup_scaling`.
+const META: [&str; 4] = ["labels", "remove_labels", "taints", "remove_taints"];
+
+/// Taint effects: (Kubernetes spelling, EKS API spelling).
+const EFFECTS: [(&str, &str); 3] = [
+    ("NoSchedule", "NO_SCHEDULE"),
+    ("NoExecute", "NO_EXECUTE"),
+    ("PreferNoSchedule", "PREFER_NO_SCHEDULE"),
+];
+
+/// The EKS API spelling of a taint effect given in either spelling.
+fn effect_api(effect: &str) -> Option<&'static str> {
+    EFFECTS
+        .iter()
+        .find(|(k, a)| *k == effect || *a == effect)
+        .map(|(_, a)| *a)
+}
+
+/// A taint as `(key, value, effect in API spelling)`.
+type TaintSpec = (String, Option<String>, String);
+
+/// The taints of argument `name` (a list of `{ key, value, effect }`).
+fn taint_inputs(inputs: &Inputs, name: &str) -> Result<Vec<TaintSpec>, String> {
+    let Some(v) = inputs.get(name).filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("`{name}` must be a list of {{ key, value, effect }}"))?;
+    list.iter()
+        .map(|t| {
+            let key = t.get("key").and_then(Json::as_str).ok_or_else(|| {
+                format!("every taint of `{name}` needs a string `key`, got {t}")
+            })?;
+            let effect = t.get("effect").and_then(Json::as_str).unwrap_or_default();
+            let api = effect_api(effect).ok_or_else(|| {
+                format!(
+                    "taint `{key}` of `{name}`: `effect` must be NoSchedule, NoExecute or PreferNoSchedule, got {:?}",
+                    effect
+                )
+            })?;
+            let value = t.get("value").and_then(Json::as_str).map(str::to_string);
+            Ok((key.to_string(), value, api.to_string()))
+        })
+        .collect()
+}
+
+/// The taints of a nodegroup state.
+fn state_taints(state: &Json) -> Vec<TaintSpec> {
+    state
+        .get("taints")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("key")?.as_str()?.to_string(),
+                        t.get("value").and_then(Json::as_str).map(str::to_string),
+                        t.get("effect")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn taints_json(taints: &[TaintSpec]) -> Json {
+    Json::Array(
+        taints
+            .iter()
+            .map(|(k, v, e)| json!({ "key": k, "value": v, "effect": e }))
+            .collect(),
+    )
+}
+
+/// The label and taint changes of the inputs against `state`: the plan's fields (labels
+/// as `labels.KEY`, taints as `taints.KEY:EFFECT` with the value), whether anything
+/// changes, and the labels and taints after the change.
+fn meta_changes(
+    inputs: &Inputs,
+    state: &Json,
+) -> Result<(Vec<FieldChange>, bool, Json, Json), String> {
+    let mut labels = state
+        .get("labels")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut fields = Vec::new();
+    let mut changed = false;
+    let add = inputs
+        .get("labels")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let remove: Vec<String> = inputs
+        .get("remove_labels")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in &add {
+        if remove.contains(k) {
+            return Err(format!(
+                "label `{k}` is both in `labels` and in `remove_labels`"
+            ));
+        }
+        let before = labels.get(k).cloned();
+        changed |= before.as_ref() != Some(v);
+        fields.push(FieldChange {
+            path: format!("labels.{k}"),
+            before,
+            after: Some(v.clone()),
+        });
+        labels.insert(k.clone(), v.clone());
+    }
+    for k in &remove {
+        let before = labels.remove(k);
+        changed |= before.is_some();
+        fields.push(FieldChange {
+            path: format!("labels.{k}"),
+            before,
+            after: None,
+        });
+    }
+    let mut taints = state_taints(state);
+    let add_t = taint_inputs(inputs, "taints")?;
+    let remove_t = taint_inputs(inputs, "remove_taints")?;
+    for (k, v, e) in &add_t {
+        if remove_t.iter().any(|(rk, _, re)| rk == k && re == e) {
+            return Err(format!(
+                "taint `{k}:{e}` is both in `taints` and in `remove_taints`"
+            ));
+        }
+        let pos = taints.iter().position(|(tk, _, te)| tk == k && te == e);
+        let before = pos.map(|i| json!(taints[i].1.clone().unwrap_or_default()));
+        let after = json!(v.clone().unwrap_or_default());
+        changed |= before.as_ref() != Some(&after);
+        fields.push(FieldChange {
+            path: format!("taints.{k}:{e}"),
+            before,
+            after: Some(after),
+        });
+        match pos {
+            Some(i) => taints[i].1 = v.clone(),
+            None => taints.push((k.clone(), v.clone(), e.clone())),
+        }
+    }
+    for (k, _, e) in &remove_t {
+        let pos = taints.iter().position(|(tk, _, te)| tk == k && te == e);
+        let before = pos.map(|i| json!(taints.remove(i).1.unwrap_or_default()));
+        changed |= before.is_some();
+        fields.push(FieldChange {
+            path: format!("taints.{k}:{e}"),
+            before,
+            after: None,
+        });
+    }
+    Ok((fields, changed, Json::Object(labels), taints_json(&taints)))
+}
+
+/// Whether two taint lists hold the same taints, in any order.
+fn same_taints(a: &Json, b: &Json) -> bool {
+    let key = |j: &Json| {
+        let mut t = state_taints(&json!({ "taints": j }));
+        t.sort();
+        t
+    };
+    key(a) == key(b)
+}
 
 const DATA_ARGS: &[ArgSpec] = &[
     ArgSpec {
@@ -68,6 +275,118 @@ const DATA_ARGS: &[ArgSpec] = &[
     },
 ];
 
+/// `(major, minor)` of a Kubernetes version such as `1.30` (a patch part is ignored).
+pub(crate) fn minor_version(v: &str) -> Option<(u64, u64)> {
+    let mut parts = v.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// A cluster as the steps and data sources show it.
+fn cluster_json(c: &aws_sdk_eks::types::Cluster) -> Json {
+    json!({
+        "name": c.name(),
+        "cluster": c.name(),
+        "arn": c.arn(),
+        "status": c.status().map(|s| s.as_str().to_string()),
+        "version": c.version(),
+        "platform_version": c.platform_version(),
+        "endpoint": c.endpoint(),
+        "role_arn": c.role_arn(),
+        "tags": c.tags(),
+    })
+}
+
+/// `DescribeCluster`: the cluster, or None when it does not exist.
+pub(crate) async fn describe_cluster(
+    ctx: &StepContext,
+    cluster: &str,
+) -> Result<Option<Json>, ProviderError> {
+    let aws = ctx.client::<super::AwsClients>()?;
+    match aws.eks.describe_cluster().name(cluster).send().await {
+        Ok(out) => Ok(out.cluster().map(cluster_json)),
+        Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
+        Err(err) => Err(sdk_error(&format!("DescribeCluster `{cluster}`"), err)),
+    }
+}
+
+/// The cluster's description for a waiter's poll (throttling and transient errors retried).
+pub(crate) async fn cluster_polled(ctx: &StepContext, cluster: &str) -> Result<Json, PollError> {
+    let aws = ctx.client::<super::AwsClients>()?;
+    let out = aws
+        .eks
+        .describe_cluster()
+        .name(cluster)
+        .send()
+        .await
+        .map_err(|e| transient_or_fatal(&format!("DescribeCluster `{cluster}`"), e))?;
+    out.cluster().map(cluster_json).ok_or_else(|| {
+        PollError::Fatal(ProviderError::new(format!(
+            "DescribeCluster `{cluster}` answered no cluster"
+        )))
+    })
+}
+
+/// How many of the newest updates [`in_flight_version_update`] looks at.
+const RECENT_UPDATES: usize = 20;
+
+/// The `InProgress` `VersionUpdate` of a cluster (`nodegroup` None) or of one of its
+/// nodegroups, as `(update id, target version)`, found with `ListUpdates` and
+/// `DescribeUpdate` over the newest updates; None when there is none.
+pub(crate) async fn in_flight_version_update(
+    ctx: &StepContext,
+    cluster: &str,
+    nodegroup: Option<&str>,
+) -> Result<Option<(String, String)>, ProviderError> {
+    let eks = &ctx.client::<super::AwsClients>()?.eks;
+    let what = match nodegroup {
+        Some(ng) => format!("nodegroup `{ng}` of cluster `{cluster}`"),
+        None => format!("cluster `{cluster}`"),
+    };
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        let out = eks
+            .list_updates()
+            .name(cluster)
+            .set_nodegroup_name(nodegroup.map(str::to_string))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("ListUpdates of {what}"), e))?;
+        ids.extend(out.update_ids().iter().cloned());
+        token = out.next_token().map(str::to_string);
+        if token.is_none() || ids.len() > 1000 {
+            break;
+        }
+    }
+    for id in ids.iter().rev().take(RECENT_UPDATES) {
+        let out = eks
+            .describe_update()
+            .name(cluster)
+            .set_nodegroup_name(nodegroup.map(str::to_string))
+            .update_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("DescribeUpdate `{id}` of {what}"), e))?;
+        let Some(u) = out.update() else { continue };
+        let in_progress = u.status().map(|s| s.as_str()) == Some("InProgress");
+        let version_update = u.r#type().map(|t| t.as_str()) == Some("VersionUpdate");
+        if in_progress && version_update {
+            let version = u
+                .params()
+                .iter()
+                .find(|p| p.r#type().map(|t| t.as_str()) == Some("Version"))
+                .and_then(|p| p.value())
+                .unwrap_or_default()
+                .to_string();
+            return Ok(Some((id.clone(), version)));
+        }
+    }
+    Ok(None)
+}
+
 /// A nodegroup as the steps and data sources show it.
 fn nodegroup_json(cluster: &str, nodegroup: &str, ng: &aws_sdk_eks::types::Nodegroup) -> Json {
     let sc = ng.scaling_config();
@@ -80,6 +399,11 @@ fn nodegroup_json(cluster: &str, nodegroup: &str, ng: &aws_sdk_eks::types::Nodeg
         "release_version": ng.release_version(),
         "instance_types": ng.instance_types(),
         "labels": ng.labels(),
+        "taints": ng.taints().iter().map(|t| json!({
+            "key": t.key(),
+            "value": t.value(),
+            "effect": t.effect().map(|e| e.as_str()),
+        })).collect::<Vec<_>>(),
         "scaling_config": {
             "desired_size": sc.and_then(|s| s.desired_size()),
             "min_size": sc.and_then(|s| s.min_size()),
@@ -266,8 +590,12 @@ impl StepType for NodegroupScaling {
         describe(ctx, cluster, nodegroup).await
     }
     fn plan(&self, inputs: &Inputs, current: Current<'_>) -> Result<Change, String> {
-        if SIZES.iter().all(|f| !inputs.contains_key(*f)) {
-            return Err("set at least one of `desired_size`, `min_size`, `max_size`".into());
+        if SIZES
+            .iter()
+            .chain(META.iter())
+            .all(|f| !inputs.contains_key(*f))
+        {
+            return Err("set at least one of `desired_size`, `min_size`, `max_size`, `labels`, `remove_labels`, `taints`, `remove_taints`".into());
         }
         let state = match current {
             Current::Known(s) => s,
@@ -321,6 +649,9 @@ impl StepType for NodegroupScaling {
                 });
             }
         }
+        let (meta_fields, meta_changed, _, _) = meta_changes(inputs, state)?;
+        fields.extend(meta_fields);
+        changed |= meta_changed;
         let action = if changed {
             Action::Update
         } else {
@@ -349,6 +680,10 @@ impl StepType for NodegroupScaling {
         let mut next = state.clone();
         let [d, lo, hi] = merged(inputs, state);
         next["scaling_config"] = json!({ "desired_size": d, "min_size": lo, "max_size": hi });
+        if let Ok((_, _, labels, taints)) = meta_changes(inputs, state) {
+            next["labels"] = labels;
+            next["taints"] = taints;
+        }
         Some(next)
     }
     fn planned_outputs(&self, inputs: &Inputs) -> Json {
@@ -377,26 +712,77 @@ impl StepType for NodegroupScaling {
             ))
         })?;
         let [d, lo, hi] = merged(inputs, &state);
-        let config = NodegroupScalingConfig::builder()
-            .set_desired_size(d.map(|v| v as i32))
-            .set_min_size(lo.map(|v| v as i32))
-            .set_max_size(hi.map(|v| v as i32))
-            .build();
-        let out = ctx
+        let (_, _, want_labels, want_taints) =
+            meta_changes(inputs, &state).map_err(ProviderError::new)?;
+        let mut call = ctx
             .client::<super::AwsClients>()?
             .eks
             .update_nodegroup_config()
             .cluster_name(&cluster)
-            .nodegroup_name(&nodegroup)
-            .scaling_config(config)
-            .send()
-            .await
-            .map_err(|e| {
-                sdk_error(
-                    &format!("UpdateNodegroupConfig `{nodegroup}` in cluster `{cluster}`"),
-                    e,
-                )
-            })?;
+            .nodegroup_name(&nodegroup);
+        if SIZES.iter().any(|f| inputs.contains_key(*f)) {
+            call = call.scaling_config(
+                NodegroupScalingConfig::builder()
+                    .set_desired_size(d.map(|v| v as i32))
+                    .set_min_size(lo.map(|v| v as i32))
+                    .set_max_size(hi.map(|v| v as i32))
+                    .build(),
+            );
+        }
+        if inputs.contains_key("labels") || inputs.contains_key("remove_labels") {
+            let add: std::collections::HashMap<String, String> = inputs
+                .get("labels")
+                .and_then(Json::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let remove: Vec<String> = inputs
+                .get("remove_labels")
+                .and_then(Json::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            call = call.labels(
+                UpdateLabelsPayload::builder()
+                    .set_add_or_update_labels((!add.is_empty()).then_some(add))
+                    .set_remove_labels((!remove.is_empty()).then_some(remove))
+                    .build(),
+            );
+        }
+        if inputs.contains_key("taints") || inputs.contains_key("remove_taints") {
+            let build = |name: &str| -> Result<Option<Vec<Taint>>, ProviderError> {
+                let list = taint_inputs(inputs, name).map_err(ProviderError::new)?;
+                Ok((!list.is_empty()).then(|| {
+                    list.into_iter()
+                        .map(|(k, v, e)| {
+                            Taint::builder()
+                                .key(k)
+                                .set_value(v)
+                                .effect(TaintEffect::from(e.as_str()))
+                                .build()
+                        })
+                        .collect()
+                }))
+            };
+            call = call.taints(
+                UpdateTaintsPayload::builder()
+                    .set_add_or_update_taints(build("taints")?)
+                    .set_remove_taints(build("remove_taints")?)
+                    .build(),
+            );
+        }
+        let out = call.send().await.map_err(|e| {
+            sdk_error(
+                &format!("UpdateNodegroupConfig `{nodegroup}` in cluster `{cluster}`"),
+                e,
+            )
+        })?;
         let update_id = out.update().and_then(|u| u.id()).map(str::to_string);
         // Wait until the nodegroup is ACTIVE again with the new sizes (and the update, when
         // EKS answered one, Successful).
@@ -415,8 +801,12 @@ impl StepType for NodegroupScaling {
             }
             let s = describe_polled(ctx, &cluster, &nodegroup).await?;
             let status = s.get("status").and_then(Json::as_str).unwrap_or("unknown");
+            let empty = json!({});
+            let labels = s.get("labels").filter(|l| !l.is_null()).unwrap_or(&empty);
+            let meta_ok = labels == &want_labels
+                && same_taints(s.get("taints").unwrap_or(&Json::Null), &want_taints);
             Ok(
-                if status == "ACTIVE" && SIZES.map(|f| size_of(&s, f)) == want {
+                if status == "ACTIVE" && SIZES.map(|f| size_of(&s, f)) == want && meta_ok {
                     Poll::Done(s)
                 } else {
                     Poll::Pending(status.to_string())
@@ -430,6 +820,8 @@ impl StepType for NodegroupScaling {
             "update_id": update_id,
             "status": observed.get("status"),
             "scaling_config": observed.get("scaling_config"),
+            "labels": observed.get("labels"),
+            "taints": observed.get("taints"),
         }))
     }
 }
@@ -456,5 +848,94 @@ impl DataSourceType for NodegroupData {
                 "nodegroup `{nodegroup}` not found in cluster `{cluster}`"
             ))
         })
+    }
+}
+
+const CLUSTER_DATA_ARGS: &[ArgSpec] = &[ArgSpec {
+    name: "cluster",
+    ty: ArgType::String,
+    required: true,
+    doc: "EKS cluster name",
+}];
+
+/// `data "eks_cluster"`: the live description of an EKS cluster (`aws eks describe-cluster`):
+/// `name`, `arn`, `status`, `version`, `platform_version`, `endpoint`, `role_arn`, `tags`.
+pub struct ClusterData;
+
+#[async_trait]
+impl DataSourceType for ClusterData {
+    fn name(&self) -> &'static str {
+        "eks_cluster"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("aws")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        CLUSTER_DATA_ARGS
+    }
+    async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let cluster = arg_str(inputs, "cluster").unwrap_or_default();
+        describe_cluster(ctx, cluster)
+            .await?
+            .ok_or_else(|| ProviderError::new(format!("cluster `{cluster}` not found")))
+    }
+}
+
+/// `data "eks_nodegroups"`: every managed nodegroup of a cluster (`aws eks list-nodegroups`,
+/// then `describe-nodegroup` each): `cluster`, `names` (sorted) and `items` (one
+/// `eks_nodegroup` description each, in name order), for `for_each = { for ng in
+/// data.eks_nodegroups.all.items : ng.nodegroup => ng }`.
+pub struct NodegroupsData;
+
+#[async_trait]
+impl DataSourceType for NodegroupsData {
+    fn name(&self) -> &'static str {
+        "eks_nodegroups"
+    }
+    fn provider(&self) -> Option<&'static str> {
+        Some("aws")
+    }
+    fn args(&self) -> &'static [ArgSpec] {
+        CLUSTER_DATA_ARGS
+    }
+    async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
+        let cluster = arg_str(inputs, "cluster").unwrap_or_default();
+        let eks = &ctx.client::<super::AwsClients>()?.eks;
+        let mut names: Vec<String> = Vec::new();
+        let mut token = None;
+        loop {
+            let out = match eks
+                .list_nodegroups()
+                .cluster_name(cluster)
+                .set_next_token(token)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                    return Err(ProviderError::new(format!("cluster `{cluster}` not found")))
+                }
+                Err(e) => {
+                    return Err(sdk_error(
+                        &format!("ListNodegroups of cluster `{cluster}`"),
+                        e,
+                    ))
+                }
+            };
+            names.extend(out.nodegroups().iter().cloned());
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        let mut items = Vec::new();
+        for name in &names {
+            // A nodegroup deleted between the list and the describe is left out.
+            if let Some(ng) = describe(ctx, cluster, name).await? {
+                items.push(ng);
+            }
+        }
+        Ok(json!({ "cluster": cluster, "names": names, "items": items }))
     }
 }
