@@ -193,8 +193,12 @@ impl StepType for NodegroupVersion {
             }
         }
         let after_r = release_in.unwrap_or_else(|| json!(UNKNOWN));
+        let release = match arg_str(inputs, "release_version") {
+            Some(r) => format!(" release {r}"),
+            None => String::new(),
+        };
         let mut summary = vec![format!(
-            "rolls nodegroup `{nodegroup}` of cluster `{cluster}` to {target} (UpdateNodegroupVersion): every node is replaced and its pods evicted"
+            "rolls nodegroup `{nodegroup}` of cluster `{cluster}` to {target}{release} (UpdateNodegroupVersion): every node is replaced and its pods evicted"
         )];
         if arg_bool(inputs, "force") == Some(true) {
             summary.push(
