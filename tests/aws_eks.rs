@@ -140,7 +140,7 @@ fn cluster_version_plans_waits_for_updating_and_then_has_nothing_to_do() {
     let a = apply(&work, &moto, &[]);
     let took = started.elapsed();
     assert!(
-        a.stderr.contains("UPDATING"),
+        a.stdout.contains("UPDATING"),
         "progress shows the status the API reports:\n{a}"
     );
     assert!(
@@ -285,7 +285,7 @@ fn sigkill_during_the_wait_then_resume_waits_for_the_update_in_flight() {
     let r = opsctl_run(&work, &moto, &["apply", "--resume", "--auto-approve"]);
     r.expect_success();
     assert!(
-        r.stderr.contains("UPDATING"),
+        r.stdout.contains("UPDATING"),
         "resume waited for the update:\n{r}"
     );
     assert_eq!(cluster_state(&moto), "1.29 ACTIVE");
@@ -352,7 +352,7 @@ step "eks_nodegroup_version" "general" {
     p.expect_code(2);
     assert_plan_snapshot!("nodegroup_release_plan", &p.stdout);
     let a = apply(&work, &moto, &[]);
-    assert!(a.stderr.contains("UPDATING"), "{a}");
+    assert!(a.stdout.contains("UPDATING"), "{a}");
     assert_eq!(
         nodegroup_state(&moto, "general"),
         "1.28 1.28.5-20240301 ACTIVE"

@@ -4,6 +4,9 @@
 //! retried, a terminal failure status failing at once with the API's reason, the step's
 //! `timeout`, and cancellation through [`StepContext::cancel`].
 //!
+//! Progress lines (`ADDRESS: WHAT: STATUS [Ns elapsed]`, on each change of status and every
+//! 30 s) go through [`crate::provider::report_progress`] to apply's reporter.
+//!
 //! A step builds a [`Waiter`] when it starts to act (the deadline counts from then), then
 //! calls [`Waiter::wait`] with a poll function that answers a [`Poll`]:
 //!
@@ -183,13 +186,12 @@ impl Waiter {
     }
 
     fn progress(&self, status: &str) {
-        // Progress goes to standard error, apart from the engine's step lines on stdout.
-        eprintln!(
+        crate::provider::report_progress(&format!(
             "{}: {}: {status} [{}s elapsed]",
             self.address,
             self.what,
             self.started.elapsed().as_secs()
-        );
+        ));
     }
 
     /// Polls `poll` until it answers [`Poll::Done`] (returns its value), at once and then
