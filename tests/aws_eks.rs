@@ -450,3 +450,58 @@ fn example_eks_upgrade_plans_against_the_predicted_version_and_applies() {
         "{again}"
     );
 }
+
+#[test]
+fn a_failed_nodegroup_roll_fails_with_the_updates_errors_and_a_missing_nodegroup_is_named() {
+    let (moto, work) = platform();
+    work.write(
+        "main.hcl",
+        r#"
+step "eks_nodegroup_version" "batch" {
+  cluster         = "platform-prod"
+  nodegroup       = "batch"
+  release_version = "1.28.5-20240301"
+}
+"#,
+    );
+    moto.behaviour(json!({
+        "service": "eks", "kind": "nodegroup", "id": "batch", "hold": {"UPDATING": 1.0},
+        "fail": {"errors": [{"errorCode": "NodeCreationFailure",
+                             "errorMessage": "Instances failed to join the kubernetes cluster",
+                             "resourceIds": ["i-0abc"]}]}
+    }));
+    let a = apply_out(&work, &moto, &[]);
+    assert_ne!(a.code, 0, "{a}");
+    let text = format!("{}{}", a.stdout, a.stderr);
+    for w in [
+        "step.eks_nodegroup_version.batch",
+        "NodeCreationFailure: Instances failed to join the kubernetes cluster (i-0abc)",
+    ] {
+        assert!(text.contains(w), "expected {w:?} in:\n{a}");
+    }
+    assert_eq!(
+        nodegroup_state(&moto, "batch"),
+        "1.28 1.19.8-20210414 ACTIVE"
+    );
+
+    work.write(
+        "main.hcl",
+        r#"
+step "eks_nodegroup_version" "gone" {
+  cluster   = "platform-prod"
+  nodegroup = "gone"
+}
+"#,
+    );
+    let p = plan(&work, &moto, &[]);
+    p.expect_code(1);
+    let text = format!("{}{}", p.stdout, p.stderr);
+    for w in [
+        "step.eks_nodegroup_version.gone",
+        "aws/us-west-2/eks/platform-prod/nodegroup/gone",
+        "nodegroup `gone` not found in cluster `platform-prod`",
+    ] {
+        assert!(text.contains(w), "expected {w:?} in:\n{p}");
+    }
+    assert_eq!(moto.call_count("UpdateNodegroupVersion"), 1);
+}
