@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Manage the local moto server (AWS mock) used by the demo.
 #
-#   scripts/servers.sh start    start moto_server in the background (no-op if already up)
+#   scripts/servers.sh start    start the extended moto server (scripts/moto_ext/server.py:
+#                               moto plus EKS version updates and delayed statuses) in the
+#                               background (no-op if already up)
 #   scripts/servers.sh stop     stop it
 #   scripts/servers.sh status   say whether it is up (exit 0 if up, 1 if not)
 #   scripts/servers.sh reset    clear all of its state (POST /moto-api/reset)
@@ -15,6 +17,7 @@ set -euo pipefail
 OPSCTL_CACHE=${OPSCTL_CACHE:-$HOME/.cache/opsctl}
 PORT=${OPSCTL_MOTO_PORT:-5599}
 VENV=$OPSCTL_CACHE/venv
+MOTO_EXT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/moto_ext/server.py
 RUN_DIR=$OPSCTL_CACHE/run
 PID_FILE=$RUN_DIR/moto-$PORT.pid
 LOG_FILE=$RUN_DIR/moto-$PORT.log
@@ -50,7 +53,7 @@ our_pid() {
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     # Guard against a recycled pid belonging to something else.
-    if [[ -r /proc/$pid/cmdline ]] && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q moto_server; then
+    if [[ -r /proc/$pid/cmdline ]] && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q moto_ext/server.py; then
         return 1
     fi
     echo "$pid"
@@ -78,9 +81,10 @@ start() {
             return 0
         fi
         [[ -x $VENV/bin/moto_server ]] || die "$VENV/bin/moto_server not found: run scripts/setup.sh first"
+        [[ -f $MOTO_EXT ]] || die "$MOTO_EXT not found"
         mkdir -p "$RUN_DIR"
         : >"$LOG_FILE"
-        nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" </dev/null >>"$LOG_FILE" 2>&1 &
+        nohup "$VENV/bin/python" "$MOTO_EXT" --host 127.0.0.1 --port "$PORT" </dev/null >>"$LOG_FILE" 2>&1 &
         pid=$!
         echo "$pid" >"$PID_FILE"
     fi

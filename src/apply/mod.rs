@@ -309,6 +309,18 @@ pub async fn execute(
     reporter: Arc<dyn Reporter>,
     cancel: Arc<Cancel>,
 ) -> Result<ApplyOutcome, ApplyError> {
+    // Progress lines of waiting steps (the AWS waiter) go through the reporter's notices.
+    struct ProgressGuard;
+    impl Drop for ProgressGuard {
+        fn drop(&mut self) {
+            crate::provider::set_progress_sink(None);
+        }
+    }
+    let progress_reporter = reporter.clone();
+    crate::provider::set_progress_sink(Some(Arc::new(move |line: &str| {
+        progress_reporter.notice(line)
+    })));
+    let _progress = ProgressGuard;
     let n = plan.instances.len();
     let mut outcome = ApplyOutcome {
         status: RunStatus::Succeeded,

@@ -629,3 +629,27 @@ where
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// A sink for progress lines of steps that wait (see [`report_progress`]).
+pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+static PROGRESS_SINK: std::sync::RwLock<Option<ProgressSink>> = std::sync::RwLock::new(None);
+
+/// Sets (or with None clears) where [`report_progress`] sends lines: apply sets its
+/// `Reporter::notice` for the run, so providers never write to the terminal themselves.
+pub fn set_progress_sink(sink: Option<ProgressSink>) {
+    *PROGRESS_SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+/// Reports one progress line of a step that waits (e.g. `step.eks_cluster_version.cp: the
+/// upgrade of cluster `prod` to 1.30: UPDATING [40s elapsed]`); dropped when no sink is set
+/// (plan, unit tests).
+pub fn report_progress(line: &str) {
+    let sink = PROGRESS_SINK
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(sink) = sink {
+        sink(line);
+    }
+}

@@ -4,6 +4,7 @@
 
 mod eks;
 mod rds;
+pub mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +22,22 @@ use super::{
 
 /// The AWS step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
-    vec![Arc::new(eks::NodegroupScaling), Arc::new(rds::Snapshot)]
+    vec![
+        Arc::new(eks::NodegroupScaling),
+        Arc::new(rds::Snapshot),
+        Arc::new(eks::ClusterVersion),
+        Arc::new(eks::NodegroupVersion),
+    ]
 }
 
 /// The AWS data sources.
 pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
-    vec![Arc::new(eks::NodegroupData), Arc::new(rds::DbInstanceData)]
+    vec![
+        Arc::new(eks::NodegroupData),
+        Arc::new(rds::DbInstanceData),
+        Arc::new(eks::ClusterData),
+        Arc::new(eks::NodegroupsData),
+    ]
 }
 
 /// Clients for one AWS region and endpoint.
