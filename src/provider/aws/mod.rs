@@ -4,6 +4,9 @@
 
 mod eks;
 mod rds;
+mod rds_instance;
+mod rds_ops;
+mod rds_restore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +24,25 @@ use super::{
 
 /// The AWS step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
-    vec![Arc::new(eks::NodegroupScaling), Arc::new(rds::Snapshot)]
+    vec![
+        Arc::new(eks::NodegroupScaling),
+        Arc::new(rds::Snapshot),
+        Arc::new(rds_instance::Instance),
+        Arc::new(rds_restore::POINT_IN_TIME),
+        Arc::new(rds_restore::SNAPSHOT),
+        Arc::new(rds_restore::REPLICA),
+        Arc::new(rds_ops::Reboot),
+        Arc::new(rds_ops::SnapshotExport),
+    ]
 }
 
 /// The AWS data sources.
 pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
-    vec![Arc::new(eks::NodegroupData), Arc::new(rds::DbInstanceData)]
+    vec![
+        Arc::new(eks::NodegroupData),
+        Arc::new(rds::DbInstanceData),
+        Arc::new(rds_ops::SnapshotsData),
+    ]
 }
 
 /// Clients for one AWS region and endpoint.
