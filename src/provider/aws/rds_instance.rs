@@ -474,7 +474,7 @@ impl StepType for Instance {
             }
         };
         let immediate = arg_bool(inputs, "apply_immediately").unwrap_or(false);
-        let password = inputs.get("master_user_password").is_some_and(|v| !v.is_null());
+        let password = sets_password(inputs);
         if password && arg_bool(inputs, "manage_master_user_password") == Some(true) {
             return Err("InvalidParameterCombination: `master_user_password` cannot be set together with `manage_master_user_password = true` (RDS then manages the password)".into());
         }
@@ -548,7 +548,10 @@ impl StepType for Instance {
             ));
         }
         Ok(Change {
-            action: Action::Update,
+            // A password cannot be read back, so a step that sets one is an operation that
+            // runs on every apply (`>`), not a convergent update: apply's wait verifies the
+            // other fields instead of the engine's re-read.
+            action: if password { Action::Run } else { Action::Update },
             fields,
             summary,
         })
@@ -570,24 +573,40 @@ impl StepType for Instance {
         s["status"] = json!("available");
         Some(s)
     }
+    /// No outputs when a password is set: the step is then sensitive as a whole, and every
+    /// output (the identifier, the endpoint) would be redacted from all messages.
     fn planned_outputs(&self, inputs: &Inputs) -> Json {
+        if sets_password(inputs) {
+            return json!({});
+        }
         json!({
             "identifier": inputs.get("identifier"),
             "arn": UNKNOWN,
+            "status": UNKNOWN,
             "endpoint": UNKNOWN,
             "address": UNKNOWN,
             "port": UNKNOWN,
         })
     }
-    fn outputs_from_state(&self, _inputs: &Inputs, state: &Json) -> Option<Json> {
+    fn outputs_from_state(&self, inputs: &Inputs, state: &Json) -> Option<Json> {
+        if sets_password(inputs) {
+            return Some(json!({}));
+        }
         Some(instance_outputs(state))
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let id = arg_str(inputs, "identifier").unwrap_or_default().to_string();
         let immediate = arg_bool(inputs, "apply_immediately").unwrap_or(false);
-        let Some(live) = describe_instance(ctx, &id).await? else {
+        let Some(mut live) = describe_instance(ctx, &id).await? else {
             return Err(ProviderError::new(format!("DB instance `{id}` not found")));
         };
+        // A modification in flight (an earlier attempt that timed out or was killed, or
+        // someone else's) is waited for first: RDS refuses another one meanwhile
+        // (InvalidDBInstanceState), and it may be ours, so what is left is decided after it.
+        if !is_available(&live) {
+            live = wait_instance(ctx, &id, "to be available before it is modified", is_available)
+                .await?;
+        }
         let todo: Vec<(&Field, Json)> = wanted(inputs)
             .into_iter()
             .filter(|(f, want)| !field_done(&live, f, want, immediate))
@@ -642,6 +661,9 @@ impl StepType for Instance {
                     .all(|(f, want)| field_done(s, f, want, immediate))
         })
         .await?;
+        if sets_password(inputs) {
+            return Ok(json!({}));
+        }
         Ok(instance_outputs(&state))
     }
     fn secret_args(&self) -> &'static [&'static str] {
@@ -650,6 +672,13 @@ impl StepType for Instance {
     fn idempotent(&self, _inputs: &Inputs) -> bool {
         true
     }
+}
+
+/// Whether the step sets the master password.
+fn sets_password(inputs: &Inputs) -> bool {
+    inputs
+        .get("master_user_password")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// The outputs of a step on an instance: identifier, ARN, endpoint (`address:port`), address,
