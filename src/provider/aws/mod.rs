@@ -4,6 +4,7 @@
 
 mod eks;
 mod rds;
+mod profile;
 mod rds_instance;
 mod rds_ops;
 mod rds_restore;
@@ -57,7 +58,8 @@ pub struct AwsClients {
 }
 
 /// The region a provider block resolves to: its `region`, else `AWS_REGION`,
-/// `AWS_DEFAULT_REGION`, else `us-east-1`.
+/// `AWS_DEFAULT_REGION`, the `region` of its profile in the shared config file, else
+/// `us-east-1` (the AWS CLI's order).
 pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
     args.get("region")
         .and_then(Json::as_str)
@@ -68,6 +70,7 @@ pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
                 .ok()
                 .filter(|s| !s.is_empty())
         })
+        .or_else(|| profile::profile_region(args))
         .unwrap_or_else(|| "us-east-1".to_string())
 }
 
@@ -77,7 +80,7 @@ pub const PROVIDER_ARGS: &[ArgSpec] = &[
         name: "region",
         ty: ArgType::String,
         required: false,
-        doc: "AWS region (default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`)",
+        doc: "AWS region (default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, else `us-east-1`)",
     },
     ArgSpec {
         name: "endpoint_url",
