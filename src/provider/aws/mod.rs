@@ -3,8 +3,8 @@
 //! credentials, `AWS_REGION`) plus the provider block's `region` and `endpoint_url`.
 
 mod eks;
-mod rds;
 mod profile;
+mod rds;
 mod rds_instance;
 mod rds_ops;
 mod rds_restore;

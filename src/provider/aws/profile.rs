@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn a_profile_region_is_read_as_the_cli_reads_it() {
-        let text = "[default]\nregion = us-east-2\n\n[profile prod]\n# c\nregion=eu-west-1\n[profile x]\n";
+        let text =
+            "[default]\nregion = us-east-2\n\n[profile prod]\n# c\nregion=eu-west-1\n[profile x]\n";
         assert_eq!(region_in(text, "default").as_deref(), Some("us-east-2"));
         assert_eq!(region_in(text, "prod").as_deref(), Some("eu-west-1"));
         assert_eq!(region_in(text, "x"), None);

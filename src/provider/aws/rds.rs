@@ -65,7 +65,10 @@ pub(super) fn snapshot_json(s: &DbSnapshot) -> Json {
     })
 }
 
-pub(super) async fn describe_snapshot(ctx: &StepContext, id: &str) -> Result<Option<Json>, ProviderError> {
+pub(super) async fn describe_snapshot(
+    ctx: &StepContext,
+    id: &str,
+) -> Result<Option<Json>, ProviderError> {
     match ctx
         .client::<super::AwsClients>()?
         .rds
@@ -232,20 +235,20 @@ impl StepType for Snapshot {
         // An earlier attempt's snapshot (resume) is waited for, never created again.
         let exists = describe_snapshot(ctx, &id).await?.is_some();
         if !exists {
-        ctx.client::<super::AwsClients>()?
-            .rds
-            .create_db_snapshot()
-            .db_instance_identifier(&instance)
-            .db_snapshot_identifier(&id)
-            .set_tags(if tags.is_empty() { None } else { Some(tags) })
-            .send()
-            .await
-            .map_err(|e| {
-                sdk_error(
-                    &format!("CreateDBSnapshot `{id}` of DB instance `{instance}`"),
-                    e,
-                )
-            })?;
+            ctx.client::<super::AwsClients>()?
+                .rds
+                .create_db_snapshot()
+                .db_instance_identifier(&instance)
+                .db_snapshot_identifier(&id)
+                .set_tags(if tags.is_empty() { None } else { Some(tags) })
+                .send()
+                .await
+                .map_err(|e| {
+                    sdk_error(
+                        &format!("CreateDBSnapshot `{id}` of DB instance `{instance}`"),
+                        e,
+                    )
+                })?;
         }
         wait_until(
             &format!("snapshot `{id}` to become available"),

@@ -14,8 +14,8 @@ use serde_json::{json, Value as Json};
 use super::{region_of, sdk_error, AwsClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
-    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, FieldChange,
-    Inputs, ProviderError, StepContext, StepType, TargetEnv,
+    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
+    ProviderError, StepContext, StepType, TargetEnv,
 };
 
 /// The target address of DB instance `id`: `aws/REGION/rds/instance/ID`.
@@ -87,7 +87,10 @@ pub(super) fn instance_json(db: &DbInstance) -> Json {
         put("iops", json!(p.iops()));
         put("engine_version", json!(p.engine_version()));
         put("multi_az", json!(p.multi_az()));
-        put("backup_retention_period", json!(p.backup_retention_period()));
+        put(
+            "backup_retention_period",
+            json!(p.backup_retention_period()),
+        );
         if p.master_user_password().is_some() {
             put("master_user_password", json!("****"));
         }
@@ -175,7 +178,10 @@ const TERMINAL: &[(&str, &str)] = &[
         "incompatible-option-group",
         "an option group change failed and RDS couldn't roll it back",
     ),
-    ("storage-full", "the instance has reached its storage capacity"),
+    (
+        "storage-full",
+        "the instance has reached its storage capacity",
+    ),
     (
         "inaccessible-encryption-credentials",
         "the KMS key that encrypts the instance is disabled or not accessible",
@@ -198,21 +204,25 @@ pub(super) async fn wait_instance(
     done: impl Fn(&Json) -> bool,
 ) -> Result<Json, ProviderError> {
     let last = std::sync::Mutex::new(String::from("unknown"));
-    let result = wait_until(&format!("DB instance `{id}` {what}"), ctx.timeout, || async {
-        let Some(s) = describe_instance(ctx, id).await? else {
-            return Err(ProviderError::new(format!(
-                "DB instance `{id}` does not exist (waiting for it {what})"
-            )));
-        };
-        let status = s.get("status").and_then(Json::as_str).unwrap_or_default();
-        *last.lock().unwrap_or_else(|e| e.into_inner()) = status.to_string();
-        if let Some((st, why)) = TERMINAL.iter().find(|(st, _)| *st == status) {
-            return Err(ProviderError::new(format!(
-                "DB instance `{id}` entered status `{st}`: {why}"
-            )));
-        }
-        Ok(done(&s).then_some(s))
-    })
+    let result = wait_until(
+        &format!("DB instance `{id}` {what}"),
+        ctx.timeout,
+        || async {
+            let Some(s) = describe_instance(ctx, id).await? else {
+                return Err(ProviderError::new(format!(
+                    "DB instance `{id}` does not exist (waiting for it {what})"
+                )));
+            };
+            let status = s.get("status").and_then(Json::as_str).unwrap_or_default();
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = status.to_string();
+            if let Some((st, why)) = TERMINAL.iter().find(|(st, _)| *st == status) {
+                return Err(ProviderError::new(format!(
+                    "DB instance `{id}` entered status `{st}`: {why}"
+                )));
+            }
+            Ok(done(&s).then_some(s))
+        },
+    )
     .await;
     result.map_err(|e| {
         if e.message.starts_with("timed out") {
@@ -551,7 +561,11 @@ impl StepType for Instance {
             // A password cannot be read back, so a step that sets one is an operation that
             // runs on every apply (`>`), not a convergent update: apply's wait verifies the
             // other fields instead of the engine's re-read.
-            action: if password { Action::Run } else { Action::Update },
+            action: if password {
+                Action::Run
+            } else {
+                Action::Update
+            },
             fields,
             summary,
         })
@@ -595,7 +609,9 @@ impl StepType for Instance {
         Some(instance_outputs(state))
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let id = arg_str(inputs, "identifier").unwrap_or_default().to_string();
+        let id = arg_str(inputs, "identifier")
+            .unwrap_or_default()
+            .to_string();
         let immediate = arg_bool(inputs, "apply_immediately").unwrap_or(false);
         let Some(mut live) = describe_instance(ctx, &id).await? else {
             return Err(ProviderError::new(format!("DB instance `{id}` not found")));
@@ -604,8 +620,13 @@ impl StepType for Instance {
         // someone else's) is waited for first: RDS refuses another one meanwhile
         // (InvalidDBInstanceState), and it may be ours, so what is left is decided after it.
         if !is_available(&live) {
-            live = wait_instance(ctx, &id, "to be available before it is modified", is_available)
-                .await?;
+            live = wait_instance(
+                ctx,
+                &id,
+                "to be available before it is modified",
+                is_available,
+            )
+            .await?;
         }
         let todo: Vec<(&Field, Json)> = wanted(inputs)
             .into_iter()

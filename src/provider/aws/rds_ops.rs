@@ -101,7 +101,9 @@ impl StepType for Reboot {
         Some(s)
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let id = arg_str(inputs, "identifier").unwrap_or_default().to_string();
+        let id = arg_str(inputs, "identifier")
+            .unwrap_or_default()
+            .to_string();
         let failover = arg_bool(inputs, "force_failover");
         ctx.client::<AwsClients>()?
             .rds
@@ -111,8 +113,8 @@ impl StepType for Reboot {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("RebootDBInstance `{id}`"), e))?;
-        let state = wait_instance(ctx, &id, "to be available after the reboot", is_available)
-            .await?;
+        let state =
+            wait_instance(ctx, &id, "to be available after the reboot", is_available).await?;
         Ok(instance_outputs(&state))
     }
     /// A reboot leaves no trace once it is over: `rebooting` means the interrupted attempt
@@ -121,9 +123,7 @@ impl StepType for Reboot {
     async fn in_doubt(&self, ctx: &StepContext, inputs: &Inputs) -> Result<InDoubt, ProviderError> {
         let id = arg_str(inputs, "identifier").unwrap_or_default();
         Ok(match describe_instance(ctx, id).await? {
-            Some(s) if s.get("status").and_then(Json::as_str) == Some("rebooting") => {
-                InDoubt::Done
-            }
+            Some(s) if s.get("status").and_then(Json::as_str) == Some("rebooting") => InDoubt::Done,
             _ => InDoubt::CannotTell,
         })
     }
@@ -202,7 +202,12 @@ async fn describe_export(ctx: &StepContext, id: &str) -> Result<Option<Json>, Pr
         .await
     {
         Ok(out) => Ok(out.export_tasks().first().map(export_json)),
-        Err(e) if matches!(e.code(), Some("ExportTaskNotFound") | Some("ExportTaskNotFoundFault")) => {
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("ExportTaskNotFound") | Some("ExportTaskNotFoundFault")
+            ) =>
+        {
             Ok(None)
         }
         Err(e) => Err(sdk_error(&format!("DescribeExportTasks `{id}`"), e)),
@@ -340,7 +345,9 @@ impl StepType for SnapshotExport {
         Some(state.clone())
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let id = arg_str(inputs, "identifier").unwrap_or_default().to_string();
+        let id = arg_str(inputs, "identifier")
+            .unwrap_or_default()
+            .to_string();
         if describe_export(ctx, &id).await?.is_none() {
             let snapshot = arg_str(inputs, "snapshot").unwrap_or_default();
             let arn = if snapshot.starts_with("arn:") {
@@ -458,7 +465,12 @@ impl DataSourceType for SnapshotsData {
                     .to_string()
             };
             t(b).cmp(&t(a)).then_with(|| {
-                let i = |v: &Json| v.get("identifier").cloned().unwrap_or(Json::Null).to_string();
+                let i = |v: &Json| {
+                    v.get("identifier")
+                        .cloned()
+                        .unwrap_or(Json::Null)
+                        .to_string()
+                };
                 i(a).cmp(&i(b))
             })
         });

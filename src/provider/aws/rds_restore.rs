@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 
 use super::rds_instance::{
-    describe_instance, instance_outputs, instance_target, is_available, require_instance,
-    tags_arg, wait_instance,
+    describe_instance, instance_outputs, instance_target, is_available, require_instance, tags_arg,
+    wait_instance,
 };
 use super::{sdk_error, AwsClients};
 use crate::config::eval::UNKNOWN;
@@ -149,10 +149,9 @@ impl CreateFrom {
     /// the source instance for a replica.
     fn origin(&self, inputs: &Inputs) -> String {
         match self.0 {
-            Kind::PointInTime => format!(
-                "instance:{}",
-                arg_str(inputs, "source").unwrap_or_default()
-            ),
+            Kind::PointInTime => {
+                format!("instance:{}", arg_str(inputs, "source").unwrap_or_default())
+            }
             Kind::Snapshot => format!(
                 "snapshot:{}",
                 arg_str(inputs, "snapshot").unwrap_or_default()
@@ -280,11 +279,7 @@ fn restore_time(inputs: &Inputs) -> Option<&str> {
 
 /// Checks the source of a restore or replica at plan (read) time: it exists, and a point-in-time
 /// restore's time is within what it can restore (not after its LatestRestorableTime).
-async fn check_source(
-    kind: Kind,
-    ctx: &StepContext,
-    inputs: &Inputs,
-) -> Result<(), ProviderError> {
+async fn check_source(kind: Kind, ctx: &StepContext, inputs: &Inputs) -> Result<(), ProviderError> {
     match kind {
         Kind::PointInTime | Kind::Replica => {
             let source = arg_str(inputs, "source").unwrap_or_default();
@@ -500,7 +495,9 @@ impl StepType for CreateFrom {
     /// Sends the create only when the target does not exist; an existing target from the same
     /// source (an earlier attempt) is waited for, never created again.
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let id = arg_str(inputs, "identifier").unwrap_or_default().to_string();
+        let id = arg_str(inputs, "identifier")
+            .unwrap_or_default()
+            .to_string();
         match describe_instance(ctx, &id).await? {
             None => self.send(ctx, inputs).await?,
             Some(s) => {
