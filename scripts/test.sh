@@ -7,6 +7,8 @@
 # Installs what the tests need (scripts/setup.sh), then points them at it:
 #   OPSCTL_MOTO_SERVER  the moto_server binary; each test starts its own on a free port
 #   OPSCTL_SEED_PYTHON  the venv's python, with boto3, for seed_platform.py and checks
+#   OPSCTL_MOTO_EXT     scripts/moto_ext/server.py, the extended moto server (run with
+#                       OPSCTL_SEED_PYTHON); tests/aws_eks.rs starts one per test
 #   OPSCTL_KUBE_SH      scripts/kube.sh (after 'kube.sh install'); tests/kubernetes.rs
 #                       starts one kube-apiserver with it
 #   OPSCTL_VAULT_SH     scripts/vault.sh (after 'vault.sh install'); tests/vault.rs starts
@@ -32,6 +34,7 @@ bash scripts/vault.sh install
 
 export OPSCTL_MOTO_SERVER=$OPSCTL_CACHE/venv/bin/moto_server
 export OPSCTL_SEED_PYTHON=$OPSCTL_CACHE/venv/bin/python
+export OPSCTL_MOTO_EXT=$ROOT/scripts/moto_ext/server.py
 export OPSCTL_KUBE_SH=$ROOT/scripts/kube.sh
 export OPSCTL_VAULT_SH=$ROOT/scripts/vault.sh
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

@@ -117,7 +117,13 @@ impl MotoServer {
     /// Starts `$OPSCTL_MOTO_SERVER` on a free port and waits until it answers.
     ///
     /// Panics (with the server's log) if it does not come up within 20 s.
+    ///
+    /// With `OPSCTL_MOTO_EXT` set (scripts/test.sh sets it) this is [`MotoServer::start_ext`]:
+    /// the extended server answers the EKS operations the steps wait with (`DescribeUpdate`).
     pub fn start() -> MotoServer {
+        if std::env::var_os("OPSCTL_MOTO_EXT").is_some_and(|v| !v.is_empty()) {
+            return Self::start_ext();
+        }
         let bin = PathBuf::from(required_env("OPSCTL_MOTO_SERVER"));
         assert!(
             bin.is_file(),
@@ -567,5 +573,171 @@ pub fn start_with_script(sh: &Path, prefix: &str, hint: &str) -> PathBuf {
             String::from_utf8_lossy(&out.stderr)
         ));
         assert!(failures.len() < 2, "{hint}:\n{}", failures.join("\n"));
+    }
+}
+
+// ---- the extended moto server (scripts/moto_ext) ------------------------------------------
+
+/// A minimal HTTP/1.0 request with a JSON body; returns (status code, body).
+fn http_request_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.200}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+impl MotoServer {
+    /// Starts the extended moto server (`$OPSCTL_SEED_PYTHON $OPSCTL_MOTO_EXT --port N`,
+    /// `scripts/moto_ext/server.py`: moto plus EKS version updates, delayed status
+    /// transitions, injected failures, throttling and call counts) on a free port and
+    /// waits until it answers. Panics (with its log) if it does not come up within 20 s.
+    pub fn start_ext() -> MotoServer {
+        let python = PathBuf::from(required_env("OPSCTL_SEED_PYTHON"));
+        let script = PathBuf::from(required_env("OPSCTL_MOTO_EXT"));
+        assert!(
+            script.is_file(),
+            "OPSCTL_MOTO_EXT={} does not exist: run the tests through scripts/test.sh",
+            script.display()
+        );
+        let mut last_failure = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log_dir = tempfile::Builder::new()
+                .prefix("opsctl-motoext-")
+                .tempdir()
+                .expect("create temp dir for the moto log");
+            let log_path = log_dir.path().join("moto.log");
+            let log = fs::File::create(&log_path).expect("create moto log");
+            let mut cmd = Command::new(&python);
+            clean_env(&mut cmd);
+            let child = cmd
+                .arg(&script)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .env("PYTHONUNBUFFERED", "1")
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot spawn {} {}: {e}",
+                        python.display(),
+                        script.display()
+                    )
+                });
+            let mut server = MotoServer {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                port,
+                child,
+                log_dir,
+            };
+            let deadline = Instant::now() + MOTO_START_TIMEOUT;
+            loop {
+                if let Some(status) = server.child.try_wait().expect("try_wait on moto_ext") {
+                    let log = server.log_tail(30);
+                    last_failure = format!(
+                        "moto_ext server exited ({status}) before it was ready on port {port}; its log:\n{log}"
+                    );
+                    assert!(log.contains("in use"), "{last_failure}");
+                    break;
+                }
+                if matches!(
+                    http_request(port, "GET", "/_opsctl/calls", Duration::from_secs(1)),
+                    Ok((200, _))
+                ) && fs::read_to_string(server.log_path())
+                    .is_ok_and(|log| log.contains("Running on"))
+                {
+                    return server;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "moto_ext server did not answer on {}/_opsctl/calls within {:?}; its log:\n{}",
+                    server.endpoint,
+                    MOTO_START_TIMEOUT,
+                    server.log_tail(30)
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("moto_ext server could not get a free port after 5 attempts:\n{last_failure}");
+    }
+
+    /// Operation counts the extended server received (`GET /_opsctl/calls`), e.g.
+    /// `calls()["UpdateClusterVersion"]`; a missing operation is `Null` (use [`Self::call_count`]).
+    pub fn calls(&self) -> serde_json::Value {
+        match http_request(self.port, "GET", "/_opsctl/calls", Duration::from_secs(10)) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("/_opsctl/calls answered non-JSON {body:?}: {e}")),
+            other => panic!(
+                "GET {}/_opsctl/calls failed: {other:?}\nlog:\n{}",
+                self.endpoint,
+                self.log_tail(30)
+            ),
+        }
+    }
+
+    /// How many calls of `operation` the extended server received (0 when none).
+    pub fn call_count(&self, operation: &str) -> u64 {
+        self.calls()
+            .get(operation)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    /// Zeroes the call counts (`POST /_opsctl/calls/reset`).
+    pub fn reset_calls(&self) {
+        let answer = http_request_json(
+            self.port,
+            "POST",
+            "/_opsctl/calls/reset",
+            "",
+            Duration::from_secs(10),
+        );
+        assert!(matches!(answer, Ok((200, _))), "calls/reset: {answer:?}");
+    }
+
+    /// Configures holds, failures or throttling (`POST /_opsctl/behaviour`, one entry or a
+    /// list; see scripts/moto_ext/README.md), e.g.
+    /// `json!({"service": "eks", "kind": "cluster", "id": "prod", "hold": {"UPDATING": 3.0}})`.
+    pub fn behaviour(&self, entry: serde_json::Value) {
+        match http_request_json(
+            self.port,
+            "POST",
+            "/_opsctl/behaviour",
+            &entry.to_string(),
+            Duration::from_secs(10),
+        ) {
+            Ok((200, _)) => {}
+            other => panic!(
+                "POST {}/_opsctl/behaviour {entry} failed: {other:?}\nlog:\n{}",
+                self.endpoint,
+                self.log_tail(30)
+            ),
+        }
     }
 }

@@ -8,6 +8,7 @@ mod rds;
 mod rds_instance;
 mod rds_ops;
 mod rds_restore;
+pub mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;

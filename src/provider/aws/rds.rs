@@ -6,9 +6,9 @@ use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_sdk_rds::types::{DbSnapshot, Tag};
 use serde_json::{json, Value as Json};
 
+use super::waiter::{transient_or_fatal, Poll, Waiter};
 use super::{region_of, sdk_error};
 use crate::config::eval::UNKNOWN;
-use crate::provider::wait_until;
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange, Inputs,
     ProviderError, StepContext, StepType, TargetEnv,
@@ -250,23 +250,36 @@ impl StepType for Snapshot {
                     )
                 })?;
         }
-        wait_until(
-            &format!("snapshot `{id}` to become available"),
-            ctx.timeout,
-            || async {
-                let s = describe_snapshot(ctx, &id).await?;
-                match s {
-                    Some(s) if s.get("status").and_then(Json::as_str) == Some("available") => {
-                        Ok(Some(s))
+        let rds = &ctx.client::<super::AwsClients>()?.rds;
+        Waiter::new(ctx, format!("snapshot `{id}`"))
+            .wait(ctx, || async {
+                let out = match rds
+                    .describe_db_snapshots()
+                    .db_snapshot_identifier(&id)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(e) if e.code() == Some("DBSnapshotNotFound") => {
+                        return Ok(Poll::Pending("not visible yet".into()))
                     }
-                    Some(s) if s.get("status").and_then(Json::as_str) == Some("failed") => Err(
-                        ProviderError::new(format!("snapshot `{id}` failed: status `failed`")),
-                    ),
-                    _ => Ok(None),
-                }
-            },
-        )
-        .await
+                    Err(e) => {
+                        return Err(transient_or_fatal(
+                            &format!("DescribeDBSnapshots `{id}`"),
+                            e,
+                        ))
+                    }
+                };
+                let Some(s) = out.db_snapshots().first().map(snapshot_json) else {
+                    return Ok(Poll::Pending("not visible yet".into()));
+                };
+                Ok(match s.get("status").and_then(Json::as_str) {
+                    Some("available") => Poll::Done(s),
+                    Some("failed") => Poll::Failed("status `failed`".into()),
+                    other => Poll::Pending(other.unwrap_or("unknown").to_string()),
+                })
+            })
+            .await
     }
 }
 

@@ -11,10 +11,11 @@ use aws_sdk_rds::types::{DbInstance, Tag};
 use aws_smithy_types::date_time::Format;
 use serde_json::{json, Value as Json};
 
+use super::waiter::{transient_or_fatal, Poll, PollError, Waiter};
 use super::{region_of, sdk_error, AwsClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
-    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
+    arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs,
     ProviderError, StepContext, StepType, TargetEnv,
 };
 
@@ -190,51 +191,55 @@ const TERMINAL: &[(&str, &str)] = &[
     ("stopped", "the instance is stopped"),
 ];
 
-/// Polls the instance until `done(state)` holds (the instance `available` with the change
-/// visible), within the step's timeout; backs off from 0.2 s to 5 s.
+/// Polls the instance with the shared AWS [`Waiter`] until `done(state)` holds (the instance
+/// `available` with the change visible), within the step's timeout; progress shows the status
+/// RDS reports; throttling and transient errors are polled again.
 ///
 /// # Errors
 ///
 /// The instance disappears, enters a [`TERMINAL`] status (named with what RDS documents it
-/// means), a describe fails, or the timeout passes (naming the last status seen).
+/// means), a describe fails for good, or the timeout passes (naming the last status seen).
 pub(super) async fn wait_instance(
     ctx: &StepContext,
     id: &str,
     what: &str,
     done: impl Fn(&Json) -> bool,
 ) -> Result<Json, ProviderError> {
-    let last = std::sync::Mutex::new(String::from("unknown"));
-    let result = wait_until(
-        &format!("DB instance `{id}` {what}"),
-        ctx.timeout,
-        || async {
-            let Some(s) = describe_instance(ctx, id).await? else {
-                return Err(ProviderError::new(format!(
-                    "DB instance `{id}` does not exist (waiting for it {what})"
-                )));
+    let rds = &ctx.client::<AwsClients>()?.rds;
+    Waiter::new(ctx, format!("DB instance `{id}` {what}"))
+        .wait(ctx, || async {
+            let out = match rds.describe_db_instances().db_instance_identifier(id).send().await {
+                Ok(out) => out,
+                Err(e) if is_instance_not_found(&e) => {
+                    return Err(PollError::Fatal(ProviderError::new(format!(
+                        "DB instance `{id}` does not exist (waiting for it {what})"
+                    ))))
+                }
+                Err(e) => {
+                    return Err(transient_or_fatal(
+                        &format!("DescribeDBInstances `{id}`"),
+                        e,
+                    ))
+                }
             };
-            let status = s.get("status").and_then(Json::as_str).unwrap_or_default();
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = status.to_string();
+            let Some(s) = out.db_instances().first().map(instance_json) else {
+                return Ok(Poll::Pending("not visible yet".into()));
+            };
+            let status = s
+                .get("status")
+                .and_then(Json::as_str)
+                .unwrap_or("unknown")
+                .to_string();
             if let Some((st, why)) = TERMINAL.iter().find(|(st, _)| *st == status) {
-                return Err(ProviderError::new(format!(
-                    "DB instance `{id}` entered status `{st}`: {why}"
-                )));
+                return Ok(Poll::Failed(format!("entered status `{st}`: {why}")));
             }
-            Ok(done(&s).then_some(s))
-        },
-    )
-    .await;
-    result.map_err(|e| {
-        if e.message.starts_with("timed out") {
-            ProviderError::new(format!(
-                "{} (last status `{}`)",
-                e.message,
-                last.lock().unwrap_or_else(|e| e.into_inner())
-            ))
-        } else {
-            e
-        }
-    })
+            Ok(if done(&s) {
+                Poll::Done(s)
+            } else {
+                Poll::Pending(status)
+            })
+        })
+        .await
 }
 
 /// Whether a state's status is `available`.

@@ -11,10 +11,11 @@ use serde_json::{json, Value as Json};
 use super::rds_instance::{
     describe_instance, instance_outputs, instance_target, is_available, time_json, wait_instance,
 };
+use super::waiter::{Poll, Waiter};
 use super::{region_of, sdk_error, AwsClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
-    arg_bool, arg_str, wait_until, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
+    arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
     FieldChange, InDoubt, Inputs, ProviderError, StepContext, StepType, TargetEnv,
 };
 
@@ -348,6 +349,7 @@ impl StepType for SnapshotExport {
         let id = arg_str(inputs, "identifier")
             .unwrap_or_default()
             .to_string();
+        let waiter = Waiter::new(ctx, format!("export task `{id}`"));
         if describe_export(ctx, &id).await?.is_none() {
             let snapshot = arg_str(inputs, "snapshot").unwrap_or_default();
             let arn = if snapshot.starts_with("arn:") {
@@ -381,26 +383,24 @@ impl StepType for SnapshotExport {
                 .await
                 .map_err(|e| sdk_error(&format!("StartExportTask `{id}` of `{arn}`"), e))?;
         }
-        wait_until(
-            &format!("export task `{id}` to complete"),
-            ctx.timeout,
-            || async {
-                let Some(t) = describe_export(ctx, &id).await? else {
-                    return Ok(None);
+        waiter
+            .wait(ctx, || async {
+                let t = describe_export(ctx, &id).await?;
+                let Some(t) = t else {
+                    return Ok(Poll::Pending("not visible yet".into()));
                 };
-                match t.get("status").and_then(Json::as_str).unwrap_or("") {
-                    "COMPLETE" => Ok(Some(t)),
-                    s @ ("FAILED" | "CANCELED" | "CANCELING") => Err(ProviderError::new(format!(
-                        "export task `{id}` ended with status `{s}`: {}",
+                Ok(match t.get("status").and_then(Json::as_str).unwrap_or("") {
+                    "COMPLETE" => Poll::Done(t),
+                    s @ ("FAILED" | "CANCELED" | "CANCELING") => Poll::Failed(format!(
+                        "status `{s}`: {}",
                         t.get("failure_cause")
                             .and_then(Json::as_str)
                             .unwrap_or("no failure cause given")
-                    ))),
-                    _ => Ok(None),
-                }
-            },
-        )
-        .await
+                    )),
+                    s => Poll::Pending(s.to_string()),
+                })
+            })
+            .await
     }
 }
 

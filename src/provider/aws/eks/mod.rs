@@ -7,9 +7,9 @@ use aws_sdk_eks::error::ProvideErrorMetadata;
 use aws_sdk_eks::types::NodegroupScalingConfig;
 use serde_json::{json, Value as Json};
 
+use super::waiter::{transient_or_fatal, Poll, PollError, Waiter};
 use super::{region_of, sdk_error};
 use crate::config::eval::UNKNOWN;
-use crate::provider::wait_until;
 use crate::provider::{
     arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange,
     Inputs, ProviderError, StepContext, StepType, TargetEnv,
@@ -68,6 +68,26 @@ const DATA_ARGS: &[ArgSpec] = &[
     },
 ];
 
+/// A nodegroup as the steps and data sources show it.
+fn nodegroup_json(cluster: &str, nodegroup: &str, ng: &aws_sdk_eks::types::Nodegroup) -> Json {
+    let sc = ng.scaling_config();
+    json!({
+        "cluster": cluster,
+        "nodegroup": nodegroup,
+        "arn": ng.nodegroup_arn(),
+        "status": ng.status().map(|s| s.as_str().to_string()),
+        "version": ng.version(),
+        "release_version": ng.release_version(),
+        "instance_types": ng.instance_types(),
+        "labels": ng.labels(),
+        "scaling_config": {
+            "desired_size": sc.and_then(|s| s.desired_size()),
+            "min_size": sc.and_then(|s| s.min_size()),
+            "max_size": sc.and_then(|s| s.max_size()),
+        },
+    })
+}
+
 async fn describe(
     ctx: &StepContext,
     cluster: &str,
@@ -82,29 +102,123 @@ async fn describe(
         .send()
         .await
     {
-        Ok(out) => Ok(out.nodegroup().map(|ng| {
-            let sc = ng.scaling_config();
-            json!({
-                "cluster": cluster,
-                "nodegroup": nodegroup,
-                "arn": ng.nodegroup_arn(),
-                "status": ng.status().map(|s| s.as_str().to_string()),
-                "version": ng.version(),
-                "release_version": ng.release_version(),
-                "instance_types": ng.instance_types(),
-                "labels": ng.labels(),
-                "scaling_config": {
-                    "desired_size": sc.and_then(|s| s.desired_size()),
-                    "min_size": sc.and_then(|s| s.min_size()),
-                    "max_size": sc.and_then(|s| s.max_size()),
-                },
-            })
-        })),
+        Ok(out) => Ok(out
+            .nodegroup()
+            .map(|ng| nodegroup_json(cluster, nodegroup, ng))),
         Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
         Err(err) => Err(sdk_error(
             &format!("DescribeNodegroup `{nodegroup}` in cluster `{cluster}`"),
             err,
         )),
+    }
+}
+
+/// The nodegroup's description for a waiter's poll: throttling and transient errors are
+/// [`PollError::Transient`]; a nodegroup that is gone is fatal.
+async fn describe_polled(
+    ctx: &StepContext,
+    cluster: &str,
+    nodegroup: &str,
+) -> Result<Json, PollError> {
+    let aws = ctx.client::<super::AwsClients>()?;
+    let out = aws
+        .eks
+        .describe_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(nodegroup)
+        .send()
+        .await
+        .map_err(|e| {
+            transient_or_fatal(
+                &format!("DescribeNodegroup `{nodegroup}` in cluster `{cluster}`"),
+                e,
+            )
+        })?;
+    out.nodegroup()
+        .map(|ng| nodegroup_json(cluster, nodegroup, ng))
+        .ok_or_else(|| {
+            PollError::Fatal(ProviderError::new(format!(
+                "DescribeNodegroup `{nodegroup}` in cluster `{cluster}` answered no nodegroup"
+            )))
+        })
+}
+
+/// One poll of EKS update `id` of a cluster (or of one of its nodegroups)
+/// (`aws eks describe-update`): `Done` with the update's JSON when `Successful`, `Failed`
+/// with its `errors` when `Failed` or `Cancelled`, else `Pending` with its status.
+pub(crate) async fn update_poll(
+    ctx: &StepContext,
+    cluster: &str,
+    nodegroup: Option<&str>,
+    id: &str,
+) -> Result<Poll<Json>, PollError> {
+    let aws = ctx.client::<super::AwsClients>()?;
+    let out = aws
+        .eks
+        .describe_update()
+        .name(cluster)
+        .set_nodegroup_name(nodegroup.map(str::to_string))
+        .update_id(id)
+        .send()
+        .await
+        .map_err(|e| {
+            transient_or_fatal(&format!("DescribeUpdate `{id}` of cluster `{cluster}`"), e)
+        })?;
+    let Some(u) = out.update() else {
+        return Ok(Poll::Pending("unknown".into()));
+    };
+    let status = u.status().map(|s| s.as_str()).unwrap_or("unknown");
+    Ok(match status {
+        "Successful" => Poll::Done(update_json(u)),
+        "Failed" | "Cancelled" => {
+            Poll::Failed(format!("update `{id}` {status}: {}", update_errors(u)))
+        }
+        other => Poll::Pending(other.to_string()),
+    })
+}
+
+/// An EKS update as JSON: `id`, `status`, `type`, `params` ({type: value}), `errors`.
+pub(crate) fn update_json(u: &aws_sdk_eks::types::Update) -> Json {
+    let params: serde_json::Map<String, Json> = u
+        .params()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.r#type()?.as_str().to_string(),
+                Json::from(p.value().unwrap_or_default()),
+            ))
+        })
+        .collect();
+    json!({
+        "id": u.id(),
+        "status": u.status().map(|s| s.as_str()),
+        "type": u.r#type().map(|t| t.as_str()),
+        "params": params,
+        "errors": update_errors(u),
+    })
+}
+
+/// An update's `errors` as one line: `CODE: message (resources)`, `; `-separated.
+pub(crate) fn update_errors(u: &aws_sdk_eks::types::Update) -> String {
+    let errs: Vec<String> = u
+        .errors()
+        .iter()
+        .map(|e| {
+            let mut s = format!(
+                "{}: {}",
+                e.error_code().map(|c| c.as_str()).unwrap_or("Unknown"),
+                e.error_message().unwrap_or_default()
+            );
+            if !e.resource_ids().is_empty() {
+                s.push_str(&format!(" ({})", e.resource_ids().join(", ")));
+            }
+            s
+        })
+        .collect();
+    if errs.is_empty() {
+        "no errors reported".into()
+    } else {
+        errs.join("; ")
     }
 }
 
@@ -284,19 +398,31 @@ impl StepType for NodegroupScaling {
                 )
             })?;
         let update_id = out.update().and_then(|u| u.id()).map(str::to_string);
-        // Wait until the nodegroup is ACTIVE again with the new sizes.
+        // Wait until the nodegroup is ACTIVE again with the new sizes (and the update, when
+        // EKS answered one, Successful).
         let want = [d, lo, hi];
-        let observed = wait_until(
-            &format!("nodegroup `{nodegroup}` to become ACTIVE with the new scaling config"),
-            ctx.timeout,
-            || async {
-                let s = describe(ctx, &cluster, &nodegroup).await?;
-                Ok(s.filter(|s| {
-                    s.get("status").and_then(Json::as_str) == Some("ACTIVE")
-                        && SIZES.map(|f| size_of(s, f)) == want
-                }))
-            },
+        let observed = Waiter::new(
+            ctx,
+            format!("nodegroup `{nodegroup}` of cluster `{cluster}`"),
         )
+        .wait(ctx, || async {
+            if let Some(id) = &update_id {
+                match update_poll(ctx, &cluster, Some(&nodegroup), id).await? {
+                    Poll::Done(_) => {}
+                    Poll::Failed(reason) => return Ok(Poll::Failed(reason)),
+                    Poll::Pending(status) => return Ok(Poll::Pending(format!("update {status}"))),
+                }
+            }
+            let s = describe_polled(ctx, &cluster, &nodegroup).await?;
+            let status = s.get("status").and_then(Json::as_str).unwrap_or("unknown");
+            Ok(
+                if status == "ACTIVE" && SIZES.map(|f| size_of(&s, f)) == want {
+                    Poll::Done(s)
+                } else {
+                    Poll::Pending(status.to_string())
+                },
+            )
+        })
         .await?;
         Ok(json!({
             "cluster": cluster,
