@@ -208,7 +208,12 @@ pub(super) async fn wait_instance(
     let rds = &ctx.client::<AwsClients>()?.rds;
     Waiter::new(ctx, format!("DB instance `{id}` {what}"))
         .wait(ctx, || async {
-            let out = match rds.describe_db_instances().db_instance_identifier(id).send().await {
+            let out = match rds
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await
+            {
                 Ok(out) => out,
                 Err(e) if is_instance_not_found(&e) => {
                     return Err(PollError::Fatal(ProviderError::new(format!(

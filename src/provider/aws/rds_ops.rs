@@ -15,8 +15,8 @@ use super::waiter::{Poll, Waiter};
 use super::{region_of, sdk_error, AwsClients};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
-    arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType,
-    FieldChange, InDoubt, Inputs, ProviderError, StepContext, StepType, TargetEnv,
+    arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, DataSourceType, FieldChange,
+    InDoubt, Inputs, ProviderError, StepContext, StepType, TargetEnv,
 };
 
 /// `rds_reboot`: reboots a DB instance (`aws rds reboot-db-instance [--force-failover]`).
