@@ -796,3 +796,107 @@ step "rds_instance" "west" {
         "{p}"
     );
 }
+
+/// An extended moto server that enforces IAM authentication after its first two requests
+/// (`INITIAL_NO_AUTH_ACTION_COUNT=2`), which create IAM user `nobody` (no policy) and its
+/// access key: returns the server, its port and the key pair. Killed on drop.
+struct AuthServer {
+    child: std::process::Child,
+    endpoint: String,
+    _log: tempfile::NamedTempFile,
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn auth_server() -> (AuthServer, String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let child = std::process::Command::new(
+        std::env::var_os("OPSCTL_SEED_PYTHON")
+            .expect("OPSCTL_SEED_PYTHON is not set: run the tests through scripts/test.sh"),
+    )
+    .arg(repo_root().join("scripts/moto_ext/server.py"))
+    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+    .env("INITIAL_NO_AUTH_ACTION_COUNT", "2")
+    .env("PYTHONDONTWRITEBYTECODE", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(log.reopen().expect("log"))
+    .stderr(log.reopen().expect("log"))
+    .spawn()
+    .expect("spawn the moto_ext server");
+    let server = AuthServer {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _log: log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the moto_ext server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let keys = aws_python(
+        &server.endpoint,
+        r#"
+        iam = boto3.client("iam", **_kw)
+        iam.create_user(UserName="nobody")
+        k = iam.create_access_key(UserName="nobody")["AccessKey"]
+        print(k["AccessKeyId"], k["SecretAccessKey"])
+        "#,
+    );
+    let (id, secret) = keys.split_once(' ').expect("two keys");
+    (server, id.to_string(), secret.to_string())
+}
+
+#[test]
+fn access_denied_and_invalid_credentials_name_step_target_and_the_servers_answer() {
+    let (server, id, secret) = auth_server();
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        r#"
+step "rds_instance" "scale" {
+  identifier     = "platform-postgres-prod"
+  instance_class = "db.r6g.xlarge"
+}
+"#,
+    );
+    let plan_with = |key: &str, secret: &str| {
+        let mut cmd = opsctl(&work, None);
+        cmd.env("AWS_ENDPOINT_URL", &server.endpoint)
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .args(["plan", "--state-dir"])
+            .arg(work.state_dir());
+        let p = run(&mut cmd);
+        p.expect_code(1);
+        p
+    };
+    let p = plan_with(&id, &secret);
+    assert!(
+        p.stderr.contains(
+            "`step.rds_instance.scale`: reading `aws/us-west-2/rds/instance/platform-postgres-prod`: \
+             DescribeDBInstances `platform-postgres-prod` failed: AccessDenied: User: \
+             arn:aws:iam::123456789012:user/nobody is not authorized to perform: rds:DescribeDBInstances"
+        ),
+        "{p}"
+    );
+    let p = plan_with("AKIAINVALIDINVALID00", "wrong");
+    assert!(
+        p.stderr.contains(
+            "`step.rds_instance.scale`: reading `aws/us-west-2/rds/instance/platform-postgres-prod`: \
+             DescribeDBInstances `platform-postgres-prod` failed: InvalidClientTokenId: The security token included in the request is invalid."
+        ),
+        "{p}"
+    );
+}

@@ -156,11 +156,31 @@ pub async fn connect(args: &serde_json::Map<String, Json>) -> AwsClients {
     }
 }
 
-/// Renders an SDK error with its whole chain (the server's code and message included).
+/// Renders an SDK error with its whole chain (the server's code and message included). An
+/// answer the SDK could not parse (an "unhandled error", e.g. an `AccessDenied` or
+/// `InvalidClientTokenId` in a shape the service model does not describe) is rendered as the
+/// code and message found in its body.
 pub fn sdk_error<E: std::error::Error>(operation: &str, err: E) -> ProviderError {
-    ProviderError::new(format!(
-        "{operation} failed: {}",
-        aws_smithy_types::error::display::DisplayErrorContext(&err)
+    let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    if let Some((code, message)) = unparsed_error(&text) {
+        return ProviderError::new(format!("{operation} failed: {code}: {message}"));
+    }
+    ProviderError::new(format!("{operation} failed: {text}"))
+}
+
+/// The `<Code>` and `<Message>` of an error body the SDK left unparsed, from its rendering.
+fn unparsed_error(text: &str) -> Option<(String, String)> {
+    if !text.contains("unhandled error") {
+        return None;
+    }
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let len = text[start..].find(close)?;
+        Some(text[start..start + len].to_string())
+    };
+    Some((
+        between("<Code>", "</Code>")?,
+        between("<Message>", "</Message>")?,
     ))
 }
 
