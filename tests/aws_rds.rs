@@ -900,3 +900,63 @@ step "rds_instance" "scale" {
         "{p}"
     );
 }
+
+#[test]
+fn a_failed_restore_or_export_fails_the_step_with_the_reason() {
+    let (moto, work) = platform();
+    moto.behaviour(json!([
+        {"service": "rds", "kind": "db-instance", "id": "platform-postgres-recovery",
+         "hold": {"creating": 1}, "fail": {"status": "incompatible-restore"}},
+        {"service": "rds", "kind": "export-task", "id": "*",
+         "hold": {"IN_PROGRESS": 1}, "fail": {"cause": "The IAM role cannot write to bucket platform-backups-prod"}}
+    ]));
+    aws_python(
+        &moto.endpoint,
+        "rds.create_db_snapshot(DBInstanceIdentifier='platform-postgres-prod', DBSnapshotIdentifier='s1')",
+    );
+    work.write(
+        "main.hcl",
+        r#"
+step "rds_restore_point_in_time" "recovery" {
+  source     = "platform-postgres-prod"
+  identifier = "platform-postgres-recovery"
+}
+"#,
+    );
+    let a = apply_fails(&work, &moto, &[]);
+    assert!(
+        a.stderr.contains("step.rds_restore_point_in_time.recovery")
+            && a.stderr.contains("aws/us-west-2/rds/instance/platform-postgres-recovery")
+            && a.stderr.contains("entered status `incompatible-restore`: RDS can't do a point-in-time restore of the instance"),
+        "{a}"
+    );
+    let work = Workdir::new();
+    work.write(
+        "main.hcl",
+        r#"
+step "rds_snapshot_export" "x" {
+  identifier   = "export-1"
+  snapshot     = "s1"
+  s3_bucket    = "platform-backups-prod"
+  iam_role_arn = "arn:aws:iam::123456789012:role/rds-s3-export-role"
+  kms_key_id   = "alias/backups"
+}
+"#,
+    );
+    let a = apply_fails(&work, &moto, &[]);
+    assert!(
+        a.stderr.contains("step.rds_snapshot_export.x")
+            && a.stderr.contains("aws/us-west-2/rds/export/export-1")
+            && a.stderr.contains(
+                "status `FAILED`: The IAM role cannot write to bucket platform-backups-prod"
+            ),
+        "{a}"
+    );
+    // A failed task's identifier cannot be reused: the next plan says so.
+    let p = plan(&work, &moto, &[]);
+    p.expect_code(1);
+    assert!(
+        p.stderr.contains("export task `export-1` exists with status `FAILED` (The IAM role cannot write to bucket platform-backups-prod)"),
+        "{p}"
+    );
+}
