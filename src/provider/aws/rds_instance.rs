@@ -738,7 +738,96 @@ pub(super) async fn require_instance(
 
 #[cfg(test)]
 mod tests {
-    use super::major;
+    use super::{major, Instance};
+    use crate::provider::{Action, Current, Inputs, StepType};
+    use serde_json::json;
+
+    fn inputs(v: serde_json::Value) -> Inputs {
+        v.as_object().unwrap().clone()
+    }
+
+    fn live() -> serde_json::Value {
+        json!({"identifier": "db", "status": "available", "instance_class": "db.r6g.large",
+               "allocated_storage": 100, "multi_az": true, "backup_retention_period": 7,
+               "pending": {"allocated_storage": 200}})
+    }
+
+    #[test]
+    fn a_pending_value_counts_as_done_unless_applied_immediately() {
+        let s = live();
+        let later = inputs(json!({"identifier": "db", "allocated_storage": 200}));
+        let c = Instance.plan(&later, Current::Known(&s)).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+        let now = inputs(
+            json!({"identifier": "db", "allocated_storage": 200, "apply_immediately": true}),
+        );
+        let c = Instance.plan(&now, Current::Known(&s)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert!(
+            c.summary[0].starts_with("allocated_storage: applied now (apply_immediately)"),
+            "{:?}",
+            c.summary
+        );
+    }
+
+    #[test]
+    fn backup_retention_waits_for_the_window_only_when_turned_on_or_off() {
+        let s = live();
+        let c = Instance
+            .plan(
+                &inputs(json!({"identifier": "db", "backup_retention_period": 0})),
+                Current::Known(&s),
+            )
+            .unwrap();
+        assert!(
+            c.summary[0].contains("next maintenance window")
+                && c.summary[0].contains("brief I/O suspension"),
+            "{:?}",
+            c.summary
+        );
+        let c = Instance
+            .plan(
+                &inputs(json!({"identifier": "db", "backup_retention_period": 14})),
+                Current::Known(&s),
+            )
+            .unwrap();
+        assert_eq!(
+            c.summary[0],
+            "backup_retention_period: applied now; no outage"
+        );
+        // Predicted for later steps: immediate fields live, deferred ones pending.
+        let p = Instance
+            .predict(&inputs(json!({"identifier": "db", "backup_retention_period": 14, "instance_class": "db.r6g.xlarge"})), Current::Known(&s))
+            .unwrap();
+        assert_eq!(
+            (
+                p["backup_retention_period"].clone(),
+                p["instance_class"].clone(),
+                p["pending"]["instance_class"].clone()
+            ),
+            (json!(14), json!("db.r6g.large"), json!("db.r6g.xlarge"))
+        );
+    }
+
+    #[test]
+    fn a_password_is_a_run_and_cannot_go_with_managed_passwords() {
+        let s = live();
+        let c = Instance
+            .plan(
+                &inputs(json!({"identifier": "db", "master_user_password": "pw"})),
+                Current::Known(&s),
+            )
+            .unwrap();
+        assert_eq!(c.action, Action::Run);
+        let e = Instance
+            .plan(&inputs(json!({"identifier": "db", "master_user_password": "pw", "manage_master_user_password": true})), Current::Known(&s))
+            .unwrap_err();
+        assert!(e.starts_with("InvalidParameterCombination"), "{e}");
+        let e = Instance
+            .plan(&inputs(json!({"identifier": "db"})), Current::Absent)
+            .unwrap_err();
+        assert_eq!(e, "DB instance `db` not found");
+    }
 
     #[test]
     fn major_versions_follow_the_engines_numbering() {
