@@ -458,13 +458,18 @@ impl DataSourceType for SnapshotsData {
             items.extend(page.db_snapshots().iter().map(super::rds::snapshot_json));
         }
         items.sort_by(|a, b| {
+            // By instant, not by text (fractions of a second vary in length); a snapshot
+            // still being created (no time yet) counts as the newest.
             let t = |v: &Json| {
                 v.get("snapshot_create_time")
                     .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+                    .map(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             };
-            t(b).cmp(&t(a)).then_with(|| {
+            let key = |v: &Json| match t(v) {
+                None => (1, None),
+                Some(at) => (0, at),
+            };
+            key(b).cmp(&key(a)).then_with(|| {
                 let i = |v: &Json| {
                     v.get("identifier")
                         .cloned()
