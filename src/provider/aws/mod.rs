@@ -3,7 +3,11 @@
 //! credentials, `AWS_REGION`) plus the provider block's `region` and `endpoint_url`.
 
 mod eks;
+mod profile;
 mod rds;
+mod rds_instance;
+mod rds_ops;
+mod rds_restore;
 pub mod waiter;
 
 use std::sync::Arc;
@@ -27,6 +31,12 @@ pub fn step_types() -> Vec<Arc<dyn StepType>> {
         Arc::new(rds::Snapshot),
         Arc::new(eks::ClusterVersion),
         Arc::new(eks::NodegroupVersion),
+        Arc::new(rds_instance::Instance),
+        Arc::new(rds_restore::POINT_IN_TIME),
+        Arc::new(rds_restore::SNAPSHOT),
+        Arc::new(rds_restore::REPLICA),
+        Arc::new(rds_ops::Reboot),
+        Arc::new(rds_ops::SnapshotExport),
     ]
 }
 
@@ -37,6 +47,7 @@ pub fn data_sources() -> Vec<Arc<dyn DataSourceType>> {
         Arc::new(rds::DbInstanceData),
         Arc::new(eks::ClusterData),
         Arc::new(eks::NodegroupsData),
+        Arc::new(rds_ops::SnapshotsData),
     ]
 }
 
@@ -52,7 +63,8 @@ pub struct AwsClients {
 }
 
 /// The region a provider block resolves to: its `region`, else `AWS_REGION`,
-/// `AWS_DEFAULT_REGION`, else `us-east-1`.
+/// `AWS_DEFAULT_REGION`, the `region` of its profile in the shared config file, else
+/// `us-east-1` (the AWS CLI's order).
 pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
     args.get("region")
         .and_then(Json::as_str)
@@ -63,6 +75,7 @@ pub fn region_of(args: &serde_json::Map<String, Json>) -> String {
                 .ok()
                 .filter(|s| !s.is_empty())
         })
+        .or_else(|| profile::profile_region(args))
         .unwrap_or_else(|| "us-east-1".to_string())
 }
 
@@ -72,7 +85,7 @@ pub const PROVIDER_ARGS: &[ArgSpec] = &[
         name: "region",
         ty: ArgType::String,
         required: false,
-        doc: "AWS region (default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`)",
+        doc: "AWS region (default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, else `us-east-1`)",
     },
     ArgSpec {
         name: "endpoint_url",
@@ -147,11 +160,31 @@ pub async fn connect(args: &serde_json::Map<String, Json>) -> AwsClients {
     }
 }
 
-/// Renders an SDK error with its whole chain (the server's code and message included).
+/// Renders an SDK error with its whole chain (the server's code and message included). An
+/// answer the SDK could not parse (an "unhandled error", e.g. an `AccessDenied` or
+/// `InvalidClientTokenId` in a shape the service model does not describe) is rendered as the
+/// code and message found in its body.
 pub fn sdk_error<E: std::error::Error>(operation: &str, err: E) -> ProviderError {
-    ProviderError::new(format!(
-        "{operation} failed: {}",
-        aws_smithy_types::error::display::DisplayErrorContext(&err)
+    let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    if let Some((code, message)) = unparsed_error(&text) {
+        return ProviderError::new(format!("{operation} failed: {code}: {message}"));
+    }
+    ProviderError::new(format!("{operation} failed: {text}"))
+}
+
+/// The `<Code>` and `<Message>` of an error body the SDK left unparsed, from its rendering.
+fn unparsed_error(text: &str) -> Option<(String, String)> {
+    if !text.contains("unhandled error") {
+        return None;
+    }
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let len = text[start..].find(close)?;
+        Some(text[start..start + len].to_string())
+    };
+    Some((
+        between("<Code>", "</Code>")?,
+        between("<Message>", "</Message>")?,
     ))
 }
 

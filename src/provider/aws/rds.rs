@@ -36,6 +36,12 @@ const ARGS: &[ArgSpec] = &[
         required: false,
         doc: "tags for the snapshot",
     },
+    ArgSpec {
+        name: "copy_tags",
+        ty: ArgType::Bool,
+        required: false,
+        doc: "copy the instance's tags to the snapshot (as CopyTagsToSnapshot does; `tags` win)",
+    },
 ];
 
 const DATA_ARGS: &[ArgSpec] = &[ArgSpec {
@@ -45,7 +51,7 @@ const DATA_ARGS: &[ArgSpec] = &[ArgSpec {
     doc: "DB instance identifier",
 }];
 
-fn snapshot_json(s: &DbSnapshot) -> Json {
+pub(super) fn snapshot_json(s: &DbSnapshot) -> Json {
     json!({
         "identifier": s.db_snapshot_identifier(),
         "db_instance": s.db_instance_identifier(),
@@ -59,7 +65,10 @@ fn snapshot_json(s: &DbSnapshot) -> Json {
     })
 }
 
-async fn describe_snapshot(ctx: &StepContext, id: &str) -> Result<Option<Json>, ProviderError> {
+pub(super) async fn describe_snapshot(
+    ctx: &StepContext,
+    id: &str,
+) -> Result<Option<Json>, ProviderError> {
     match ctx
         .client::<super::AwsClients>()?
         .rds
@@ -115,6 +124,20 @@ impl StepType for Snapshot {
                     return Err(format!(
                         "snapshot `{id}` already exists for DB instance `{of}`, not `{instance}`"
                     ));
+                }
+                let status = state.get("status").and_then(Json::as_str).unwrap_or("");
+                if status == "creating" {
+                    return Ok(Change {
+                        action: Action::Update,
+                        fields: vec![FieldChange {
+                            path: "status".into(),
+                            before: Some(Json::from(status)),
+                            after: Some(Json::from("available")),
+                        }],
+                        summary: vec![format!(
+                            "snapshot `{id}` is being created; waits for it (no second snapshot is sent)"
+                        )],
+                    });
                 }
                 Ok(Change::noop(vec![FieldChange {
                     path: "identifier".into(),
@@ -193,20 +216,40 @@ impl StepType for Snapshot {
                     .collect()
             })
             .unwrap_or_default();
-        ctx.client::<super::AwsClients>()?
-            .rds
-            .create_db_snapshot()
-            .db_instance_identifier(&instance)
-            .db_snapshot_identifier(&id)
-            .set_tags(if tags.is_empty() { None } else { Some(tags) })
-            .send()
-            .await
-            .map_err(|e| {
-                sdk_error(
-                    &format!("CreateDBSnapshot `{id}` of DB instance `{instance}`"),
-                    e,
-                )
-            })?;
+        let mut tags = tags;
+        if crate::provider::arg_bool(inputs, "copy_tags") == Some(true) {
+            let db = super::rds_instance::require_instance(ctx, &instance, "source").await?;
+            if let Some(m) = db.get("tags").and_then(Json::as_object) {
+                for (k, v) in m {
+                    if !tags.iter().any(|t| t.key() == Some(k.as_str())) {
+                        tags.push(
+                            Tag::builder()
+                                .key(k)
+                                .value(v.as_str().unwrap_or_default())
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+        // An earlier attempt's snapshot (resume) is waited for, never created again.
+        let exists = describe_snapshot(ctx, &id).await?.is_some();
+        if !exists {
+            ctx.client::<super::AwsClients>()?
+                .rds
+                .create_db_snapshot()
+                .db_instance_identifier(&instance)
+                .db_snapshot_identifier(&id)
+                .set_tags(if tags.is_empty() { None } else { Some(tags) })
+                .send()
+                .await
+                .map_err(|e| {
+                    sdk_error(
+                        &format!("CreateDBSnapshot `{id}` of DB instance `{instance}`"),
+                        e,
+                    )
+                })?;
+        }
         let rds = &ctx.client::<super::AwsClients>()?.rds;
         Waiter::new(ctx, format!("snapshot `{id}`"))
             .wait(ctx, || async {
