@@ -647,15 +647,25 @@ async fn pods_and_object_data_sources_read_lists_and_one_object() {
         pods_in(&c, "del-data").await.len() == 3
     })
     .await;
-    create_secret(&c, "del-data", "present", "x").await;
-    let steps = "data \"kubernetes_pods\" \"api\" {\n  namespace      = \"del-data\"\n  label_selector = \"app=api\"\n}\n\ndata \"kubernetes_object\" \"present\" {\n  api_version = \"v1\"\n  kind        = \"Secret\"\n  namespace   = \"del-data\"\n  name        = \"present\"\n}\n\ndata \"kubernetes_object\" \"absent\" {\n  api_version = \"v1\"\n  kind        = \"Secret\"\n  namespace   = \"del-data\"\n  name        = \"absent\"\n  optional    = true\n}\n\noutput \"pods\" {\n  value = length(data.kubernetes_pods.api.items)\n}\n\noutput \"owners\" {\n  value = distinct([for p in data.kubernetes_pods.api.items : \"${p.owner.kind}/${p.owner.name}/${p.phase}/${p.ready}\"])\n}\n\noutput \"present\" {\n  value = \"${data.kubernetes_object.present.exists}/${data.kubernetes_object.present.object.type}\"\n}\n\noutput \"absent\" {\n  value = data.kubernetes_object.absent.exists\n}\n";
+    create_secret(&c, "del-data", "present", "present-cert-value").await;
+    let steps = "data \"kubernetes_pods\" \"api\" {\n  namespace      = \"del-data\"\n  label_selector = \"app=api\"\n}\n\ndata \"kubernetes_object\" \"present\" {\n  api_version = \"v1\"\n  kind        = \"Secret\"\n  namespace   = \"del-data\"\n  name        = \"present\"\n}\n\ndata \"kubernetes_object\" \"absent\" {\n  api_version = \"v1\"\n  kind        = \"Secret\"\n  namespace   = \"del-data\"\n  name        = \"absent\"\n  optional    = true\n}\n\noutput \"pods\" {\n  value = length(data.kubernetes_pods.api.items)\n}\n\noutput \"owners\" {\n  value = distinct([for p in data.kubernetes_pods.api.items : \"${p.owner.kind}/${p.owner.name}/${p.phase}/${p.ready}\"])\n}\n\noutput \"present\" {\n  value = \"${data.kubernetes_object.present.exists}/${data.kubernetes_object.present.object.type}\"\n}\n\noutput \"absent\" {\n  value = data.kubernetes_object.absent.exists\n}\n\noutput \"present_cert\" {\n  value = data.kubernetes_object.present.object.data[\"tls.crt\"]\n}\n";
     let work = workdir(&s.kubeconfig(), steps);
     let (work, p) = blocking(move || {
         let p = plan(&work, 0);
         (work, p)
     })
     .await;
-    insta::assert_snapshot!("pods_object_data_plan", p.stdout);
+    // A Secret's values never leave the data source: a keyed digest stands for each (its hex
+    // differs per process, so the snapshot masks it).
+    for secret in ["present-cert-value", "cHJlc2VudC1jZXJ0LXZhbHVl"] {
+        assert!(!p.stdout.contains(secret), "{p}");
+    }
+    let masked = mask_digests(&p.stdout);
+    assert!(
+        masked.contains("present_cert = \"(sensitive value #HEX)\""),
+        "{p}"
+    );
+    insta::assert_snapshot!("pods_object_data_plan", masked);
 
     // Without `optional`, an absent object is an error naming it.
     write_steps(
@@ -827,4 +837,25 @@ async fn the_completed_jobs_cleanup_example_deletes_only_succeeded_jobs_across_n
     })
     .await;
     p.expect_code(0);
+}
+
+/// `text` with every `#` followed by 12 hex digits (a keyed digest of a Secret's value, which
+/// differs per process) written `#HEX`.
+fn mask_digests(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('#') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        let hex = tail.len() >= 12 && tail[..12].bytes().all(|b| b.is_ascii_hexdigit());
+        if hex {
+            out.push_str("#HEX");
+            rest = &tail[12..];
+        } else {
+            out.push('#');
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }

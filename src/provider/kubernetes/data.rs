@@ -125,13 +125,16 @@ async fn list(
         .collect())
 }
 
-/// The object as JSON with its `apiVersion` and `kind` (a list's items carry neither).
+/// The object as JSON with its `apiVersion` and `kind` (a list's items carry neither); a core
+/// `Secret`'s values replaced by `(sensitive value #<hex>)` (see `object::redact_secret`), so
+/// that no secret read by a data source reaches plan text, outputs or the journal.
 fn object_json(o: &DynamicObject, api_version: &str, kind: &str) -> Json {
     let mut v = serde_json::to_value(o).unwrap_or(Json::Null);
     if let Some(m) = v.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));
         m.insert("kind".into(), json!(kind));
     }
+    super::object::redact_secret(&mut v);
     v
 }
 

@@ -137,18 +137,38 @@ pub fn clean(mut obj: Json) -> Json {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// In a core `Secret`, every value of `data` and `stringData` (and kubectl's last-applied
-/// annotation, which repeats them) replaced by `(sensitive value sha256:<12 hex>)`: plans still
-/// see which keys change, and no value reaches plan text, the journal or messages.
-fn redact_secret(obj: &mut Json) {
+/// annotation, which repeats them) replaced by `(sensitive value #<12 hex>)`: plans still see
+/// which keys change, and no value reaches plan text, the journal or messages. The hex is a
+/// SHA-256 keyed with 32 random bytes drawn once per process and never stored, so it tells
+/// equal values apart within one plan and apply but cannot be used to guess a value (an
+/// unkeyed digest of a short password could be).
+pub fn redact_secret(obj: &mut Json) {
     if obj.get("kind").and_then(Json::as_str) != Some("Secret")
         || obj.get("apiVersion").and_then(Json::as_str) != Some("v1")
     {
         return;
     }
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        if getrandom::getrandom(&mut k).is_err() {
+            // Only where the OS offers no entropy source at all: the clock and pid, hashed,
+            // are still unknown to anyone who reads the plan later.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            k = Sha256::digest(format!("{now}:{}", std::process::id())).into();
+        }
+        k
+    });
     let hide = |v: &mut Json| {
         let text = serde_json::to_string(v).unwrap_or_default();
-        let hex = format!("{:x}", Sha256::digest(text.as_bytes()));
-        *v = Json::String(format!("(sensitive value sha256:{})", &hex[..12]));
+        let mut h = Sha256::new();
+        h.update(key);
+        h.update(text.as_bytes());
+        let hex = format!("{:x}", h.finalize());
+        *v = Json::String(format!("(sensitive value #{})", &hex[..12]));
     };
     for k in ["data", "stringData"] {
         if let Some(m) = obj.get_mut(k).and_then(Json::as_object_mut) {
