@@ -1114,3 +1114,30 @@ async fn the_pvc_expansion_hpa_example_plans_and_applies() {
     assert_ne!(rv(&pvcs, "fastapi-data").await, pvc_rv);
     assert_ne!(rv(&hpas, "fastapi-hpa").await, hpa_rv);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_read_with_yamldecode_of_a_file_beside_the_configuration_applies() {
+    let s = server();
+    let c = client().await;
+    create_namespace(&c, "mf-file").await;
+    let work = workdir(
+        &s.kubeconfig(),
+        "step \"kubernetes_manifest\" \"settings\" {\n  manifest = yamldecode(file(\"${path.module}/settings.yaml\"))\n}\n",
+    );
+    work.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-file\n  namespace: mf-file\ndata:\n  mode: from-a-file\n",
+    );
+    blocking(move || {
+        let p = plan(&work, 2);
+        assert!(p.stdout.contains("from-a-file"), "{p}");
+        apply(&work);
+        plan(&work, 0);
+    })
+    .await;
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), "mf-file")
+        .get("from-file")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["mode"], "from-a-file");
+}

@@ -122,6 +122,7 @@ pub fn definitions() -> Vec<(&'static str, FuncDef)> {
         ("jsondecode", fixed([Str], jsondecode)),
         ("yamldecode", fixed([Str], yamldecode)),
         ("base64encode", fixed([Str], base64encode)),
+        ("file", fixed([Str], file)),
         ("base64decode", fixed([Str], base64decode)),
         ("urlencode", fixed([Str], urlencode)),
         // Hashing.
@@ -1586,6 +1587,35 @@ fn yamldecode(args: FuncArgs) -> FnResult {
         .map_err(|err| format!("invalid YAML: {err}"))
 }
 
+/// Largest file `file` reads, in bytes (4 MiB): far above any manifest or policy, small enough
+/// that a wrong path (a log, a disk image) is an error rather than a memory spike.
+const FILE_LIMIT: u64 = 4 << 20;
+
+/// `file(path) -> string`: Terraform's `file`: the contents of a UTF-8 text file. A relative
+/// path is relative to the working directory, as in Terraform; write
+/// `file("${path.module}/deployment.yaml")` for a file beside the configuration. Errors: no such
+/// file, not readable, larger than [`FILE_LIMIT`], or not UTF-8 — each naming the path.
+fn file(args: FuncArgs) -> FnResult {
+    let path = string_arg(&args[0])?;
+    let meta = std::fs::metadata(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => format!("no file exists at `{path}`"),
+        _ => format!("cannot read `{path}`: {err}"),
+    })?;
+    if meta.is_dir() {
+        return Err(format!("`{path}` is a directory, not a file"));
+    }
+    if meta.len() > FILE_LIMIT {
+        return Err(format!(
+            "`{path}` has {} bytes, more than file() reads ({FILE_LIMIT} bytes)",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|err| format!("cannot read `{path}`: {err}"))?;
+    String::from_utf8(bytes)
+        .map(Value::from)
+        .map_err(|_| format!("contents of `{path}` are not valid UTF-8; file() reads text only"))
+}
+
 /// `base64encode(string) -> string`: Terraform's `base64encode` (standard alphabet, padded).
 fn base64encode(args: FuncArgs) -> FnResult {
     Ok(Value::from(
@@ -2422,6 +2452,29 @@ b")"#,
             r#"{kind = "ConfigMap", metadata = {name = "x"}, data = {n = "1", list = [1, 2.5, true, null]}}"#,
         );
         assert!(err(r#"yamldecode("a: [")"#).starts_with("invalid YAML: "));
+    }
+
+    #[test]
+    fn file_reads_text_and_names_the_path_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("cm.yaml");
+        std::fs::write(&yaml, "kind: ConfigMap\n").unwrap();
+        let p = yaml.display().to_string();
+        check(
+            &format!(r#"yamldecode(file("{p}"))"#),
+            r#"{kind = "ConfigMap"}"#,
+        );
+        let missing = dir.path().join("none.yaml").display().to_string();
+        assert_eq!(
+            err(&format!(r#"file("{missing}")"#)),
+            format!("no file exists at `{missing}`")
+        );
+        let bin = dir.path().join("bin");
+        std::fs::write(&bin, [0xff, 0xfe]).unwrap();
+        let b = bin.display().to_string();
+        assert!(err(&format!(r#"file("{b}")"#)).contains("are not valid UTF-8"));
+        let d = dir.path().display().to_string();
+        assert!(err(&format!(r#"file("{d}")"#)).contains("is a directory"));
     }
 
     #[test]
