@@ -5,6 +5,8 @@
 #    small platform: setup -> build opsctl (release) -> start + reset + seed moto
 #    -> opsctl plan -> opsctl apply --auto-approve -> opsctl plan --detailed-exitcode
 #    (must be a no-op) -> show the resulting nodegroups and snapshots through the AWS API.
+#    Then examples/eks-upgrade on that cluster (control plane, then every nodegroup), the
+#    extended test server (scripts/moto_ext) holding it UPDATING for a few seconds.
 # 2. examples/node-maintenance against a real kube-apiserver (scripts/kube.sh, built
 #    once from Debian's kubernetes source package): seed a cluster (3 nodes, a
 #    Deployment of 3 behind a PodDisruptionBudget, scripts/seed_cluster.py, which also
@@ -134,6 +136,25 @@ if not snaps:
     print("  no snapshots of platform-postgres-prod")
 EOF
 
+# 1b. examples/eks-upgrade on the same platform: the control plane one minor version up
+#     (1.28 -> 1.29), then every nodegroup by for_each over eks_nodegroups. The test server
+#     (scripts/moto_ext) holds the cluster UPDATING for 3 s, so the waiter has something to
+#     wait for.
+curl -sS --fail -X POST -d '{"service":"eks","kind":"cluster","id":"platform-prod","hold":{"UPDATING":3}}' \
+    "http://127.0.0.1:$PORT/_opsctl/behaviour" >/dev/null
+EKS_STATE=$OPSCTL_CACHE/demo-state-eks
+rm -rf -- "$EKS_STATE"
+E=(--chdir examples/eks-upgrade --state-dir "$EKS_STATE" --var version=1.29)
+run "$BIN" plan "${E[@]}"
+run "$BIN" apply "${E[@]}" --auto-approve
+rc=0
+run "$BIN" plan "${E[@]}" --detailed-exitcode || rc=$?
+if [[ $rc != 0 ]]; then
+    echo "demo.sh: error: the EKS upgrade plan after apply is not a no-op (exit $rc)" >&2
+    exit 1
+fi
+echo "second plan: nothing to do"
+
 echo
 echo "demo: Kubernetes: start a local API server and seed a small cluster"
 bash scripts/kube.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
@@ -215,4 +236,4 @@ if [[ $rc != 0 ]]; then
     exit 1
 fi
 echo "second plan: nothing to do"
-echo "demo: done (state in $STATE, $K8S_STATE and $VAULT_STATE)"
+echo "demo: done (state in $STATE, $EKS_STATE, $K8S_STATE and $VAULT_STATE)"
