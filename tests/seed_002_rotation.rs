@@ -117,9 +117,11 @@ fn masked(text: &str) -> String {
         } else if let Some(r) = rest.strip_prefix("arn:aws:rds:us-west-2:") {
             out.push_str("arn:aws:rds:us-west-2:[ACCOUNT]");
             rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-        } else if rest.starts_with('[') && rest.find("s]").is_some_and(|end| {
-            end > 1 && rest[1..end].chars().all(|c| c.is_ascii_digit() || c == '.')
-        }) {
+        } else if rest.starts_with('[')
+            && rest.find("s]").is_some_and(|end| {
+                end > 1 && rest[1..end].chars().all(|c| c.is_ascii_digit() || c == '.')
+            })
+        {
             out.push_str("[TIME]");
             rest = &rest[rest.find("s]").unwrap() + 2..];
         } else {
@@ -232,7 +234,11 @@ async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_le
     let digests: Vec<&str> = line.split("(sensitive value #").skip(1).collect();
     assert_eq!(digests.len(), 2, "{line}");
     assert_ne!(digests[0][..12], digests[1][..12], "{line}");
-    assert_eq!(secret(&c).await.metadata.resource_version, secret_rv, "plan wrote");
+    assert_eq!(
+        secret(&c).await.metadata.resource_version,
+        secret_rv,
+        "plan wrote"
+    );
     let m = moto.clone();
     let modifies = vault_support::blocking(move || m.call_count("ModifyDBInstance")).await;
     assert_eq!(modifies, 0, "plan modified the instance");
@@ -243,9 +249,8 @@ async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_le
         "hold": {"modifying": 3}}));
     let lock = work.state_dir().join("opsctl.lock");
     let (m, w) = (moto.clone(), work.clone());
-    let applying = tokio::task::spawn_blocking(move || {
-        opsctl_run(&w, &m, &["apply", "--auto-approve"])
-    });
+    let applying =
+        tokio::task::spawn_blocking(move || opsctl_run(&w, &m, &["apply", "--auto-approve"]));
     let mut locks_seen = Vec::new();
     while !applying.is_finished() {
         if let Ok(bytes) = std::fs::read(&lock) {
@@ -286,16 +291,14 @@ async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_le
     // A plan refused (an instance that does not exist): its message names it, not the secret.
     let (m, w) = (moto.clone(), work.clone());
     let refused = vault_support::blocking(move || {
-        opsctl_run(
-            &w,
-            &m,
-            &["plan", "--var", "db_instance=no-such-db"],
-        )
+        opsctl_run(&w, &m, &["plan", "--var", "db_instance=no-such-db"])
     })
     .await;
     refused.expect_code(1);
     assert!(
-        refused.stderr.contains("DB instance `no-such-db` not found"),
+        refused
+            .stderr
+            .contains("DB instance `no-such-db` not found"),
         "{refused}"
     );
 
@@ -342,7 +345,10 @@ async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_le
         "step.rds_instance.master_password",
         "step.kubernetes_patch.credentials",
     ] {
-        assert!(contains(&journal, step), "the journal does not record {step}");
+        assert!(
+            contains(&journal, step),
+            "the journal does not record {step}"
+        );
     }
     assert!(
         locks_seen.iter().any(|l| contains(l, "\"apply\"")),
