@@ -11,7 +11,10 @@
 //! password reaches RDS and the Secret, the rollouts happen; and the password (and its base64
 //! form) appears nowhere: not in the plan text, the journal, the lock (read while an apply holds
 //! it), the stdout/stderr of plan, apply, a refused plan and a failed apply, nor in any file
-//! under the state directory.
+//! under the state directory. A second test changes the Secret behind opsctl's back while the
+//! RDS step waits: the conditional patch fails naming the change by digests, and
+//! `apply --resume` reads the password from Vault again and finishes without a second
+//! ModifyDBInstance, still leaking neither password.
 
 mod kube_support;
 mod support;
@@ -38,20 +41,21 @@ const KV_PATH: &str = "platform/postgres-prod";
 const APPS: [&str; 2] = ["fastapi-app", "express-app"];
 
 /// `opsctl` with the OpenBao address and token, the moto endpoint (polling from 0.2 s up to
-/// 1 s) and the example's kubeconfig variable, in `work`.
+/// 1 s) and the example's kubeconfig variable (unless resuming), in `work`.
 fn opsctl_cmd(work: &Workdir, moto: &MotoServer, args: &[&str]) -> Command {
     let mut cmd = vault_support::opsctl_cmd(work);
     cmd.env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("OPSCTL_AWS_POLL_INITIAL", "0.2")
         .env("OPSCTL_AWS_POLL_MAX", "1")
-        .args(args)
-        .arg("--var")
-        .arg(format!(
+        .args(args);
+    // `--resume` reuses the variables of the run it resumes.
+    if !args.contains(&"--resume") {
+        cmd.arg("--var").arg(format!(
             "kubeconfig={}",
             kube_support::server().kubeconfig().display()
-        ))
-        .arg("--state-dir")
-        .arg(work.state_dir());
+        ));
+    }
+    cmd.arg("--state-dir").arg(work.state_dir());
     cmd
 }
 
@@ -133,19 +137,6 @@ fn masked(text: &str) -> String {
     out
 }
 
-async fn create_secret(c: &kube::Client) {
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "database-credentials" },
-        "type": "Opaque",
-        "stringData": { "username": "platform", "password": OLD_PASSWORD },
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(c.clone(), NS)
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("create secret");
-}
-
 async fn secret(c: &kube::Client) -> Secret {
     Api::<Secret>::namespaced(c.clone(), NS)
         .get("database-credentials")
@@ -169,51 +160,12 @@ async fn restarted_at(c: &kube::Client, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_leaks_nowhere() {
     let started = std::time::Instant::now();
-    // Kubernetes: namespace apps, the Secret and the two Deployments, rolled out.
+    // Kubernetes: namespace apps, the Secret and the two Deployments, rolled out; Vault: the
+    // new password in KV v2 (the dev server mounts `secret/`); AWS: the instance, created
+    // through the RDS API.
     let c = kube_support::client().await;
-    kube_support::create_namespace(&c, NS).await;
-    let kubelet = kube_support::kubelet(c.clone(), NS);
-    for app in APPS {
-        let mut spec = kube_support::template(app);
-        spec["replicas"] = json!(1);
-        kube_support::create_deployment_spec(&c, NS, app, spec).await;
-    }
-    create_secret(&c).await;
-    for app in APPS {
-        kube_support::rolled_out(&c, NS, app).await;
-    }
+    let (kubelet, moto, work) = setup(&c, NS, KV_PATH).await;
     let rs_before = kube_support::replica_set_count(&c, NS).await;
-
-    // Vault: the new password in KV v2 (the dev server mounts `secret/`).
-    let (moto, work) = vault_support::blocking(|| {
-        vault_support::server();
-        vault_support::vault_http(
-            "POST",
-            &format!("secret/data/{KV_PATH}"),
-            &json!({ "data": { "username": "platform", "password": PASSWORD } }),
-        );
-        // AWS: the instance, created through the RDS API.
-        let moto = MotoServer::start_ext();
-        aws_python(
-            &moto.endpoint,
-            &format!(
-                "rds.create_db_instance(DBInstanceIdentifier='{DB}', DBInstanceClass='db.r6g.large', \
-                 Engine='postgres', AllocatedStorage=100, MasterUsername='platform', \
-                 MasterUserPassword='{OLD_PASSWORD}')"
-            ),
-        );
-        moto.reset_calls();
-        let work = Workdir::new();
-        let example = repo_root().join("examples/vault-db-password-rotation/main.hcl");
-        work.write(
-            "main.hcl",
-            &std::fs::read_to_string(&example).expect("read the example"),
-        );
-        (moto, work)
-    })
-    .await;
-    let moto = std::sync::Arc::new(moto);
-    let work = std::sync::Arc::new(work);
 
     // Plan: a snapshot; nothing written anywhere.
     let secret_rv = secret(&c).await.metadata.resource_version;
@@ -359,4 +311,186 @@ async fn seed_002_password_rotation_from_vault_reaches_rds_and_the_secret_and_le
     }
     kubelet.abort();
     eprintln!("seed 002 rotation test took {:?}", started.elapsed());
+}
+
+/// Namespace `ns` with the Secret (password `OLD_PASSWORD`) and the two Deployments rolled
+/// out (the kubelet played for it), `PASSWORD` in KV at `kv_path`, a moto server with the
+/// instance, and a workdir holding the example. Returns the kubelet task, moto and the workdir.
+async fn setup(
+    c: &kube::Client,
+    ns: &'static str,
+    kv_path: &'static str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<MotoServer>,
+    std::sync::Arc<Workdir>,
+) {
+    kube_support::create_namespace(c, ns).await;
+    let kubelet = kube_support::kubelet(c.clone(), ns);
+    for app in APPS {
+        let mut spec = kube_support::template(app);
+        spec["replicas"] = json!(1);
+        kube_support::create_deployment_spec(c, ns, app, spec).await;
+    }
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "database-credentials" },
+        "type": "Opaque",
+        "stringData": { "username": "platform", "password": OLD_PASSWORD },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create secret");
+    for app in APPS {
+        kube_support::rolled_out(c, ns, app).await;
+    }
+    let (moto, work) = vault_support::blocking(move || {
+        vault_support::vault_http(
+            "POST",
+            &format!("secret/data/{kv_path}"),
+            &json!({ "data": { "username": "platform", "password": PASSWORD } }),
+        );
+        let moto = MotoServer::start_ext();
+        aws_python(
+            &moto.endpoint,
+            &format!(
+                "rds.create_db_instance(DBInstanceIdentifier='{DB}', DBInstanceClass='db.r6g.large', \
+                 Engine='postgres', AllocatedStorage=100, MasterUsername='platform', \
+                 MasterUserPassword='{OLD_PASSWORD}')"
+            ),
+        );
+        moto.reset_calls();
+        let work = Workdir::new();
+        let example = repo_root().join("examples/vault-db-password-rotation/main.hcl");
+        work.write(
+            "main.hcl",
+            &std::fs::read_to_string(&example).expect("read the example"),
+        );
+        (moto, work)
+    })
+    .await;
+    (
+        kubelet,
+        std::sync::Arc::new(moto),
+        std::sync::Arc::new(work),
+    )
+}
+
+/// Someone else writes another password into the Secret while the RDS step waits: the patch,
+/// conditional on the version the plan read, fails naming what changed (digests only), and
+/// `apply --resume` reads the password from Vault again and finishes without a second
+/// ModifyDBInstance. Nothing printed or stored holds either password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_secret_changed_during_apply_fails_then_resume_finishes_and_leaks_nowhere() {
+    const NS2: &str = "apps-resume";
+    const KV2: &str = "platform/postgres-resume";
+    const THEIRS: &str = "Someone-Elses-Password-8mN3";
+    let c = kube_support::client().await;
+    let (kubelet, moto, work) = setup(&c, NS2, KV2).await;
+    let vars = [
+        "--var".to_string(),
+        format!("namespace={NS2}"),
+        "--var".to_string(),
+        format!("kv_path={KV2}"),
+    ];
+
+    moto.behaviour(json!({"service": "rds", "kind": "db-instance", "id": DB,
+        "hold": {"modifying": 4}}));
+    let (m, w, v) = (moto.clone(), work.clone(), vars.clone());
+    let applying = tokio::task::spawn_blocking(move || {
+        let mut args = vec!["apply", "--auto-approve"];
+        args.extend(v.iter().map(String::as_str));
+        opsctl_run(&w, &m, &args)
+    });
+    // Once the modification is sent, the Secret changes behind opsctl's back.
+    let m = moto.clone();
+    vault_support::blocking(move || {
+        let start = std::time::Instant::now();
+        while m.call_count("ModifyDBInstance") == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no ModifyDBInstance"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await;
+    let patch = json!({ "stringData": { "password": THEIRS } });
+    Api::<Secret>::namespaced(c.clone(), NS2)
+        .patch(
+            "database-credentials",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch secret");
+    let failed = applying.await.expect("apply task");
+    failed.expect_code(1);
+    assert!(
+        failed.stderr.contains("step.kubernetes_patch.credentials")
+            && failed
+                .stderr
+                .contains("The object changed since the plan was approved"),
+        "{failed}"
+    );
+    // What changed is named by digests of the values, never the values.
+    assert!(
+        failed
+            .stderr
+            .contains("(approved: data.password: \"(sensitive value #"),
+        "{failed}"
+    );
+
+    let (m, w) = (moto.clone(), work.clone());
+    let resumed = vault_support::blocking(move || {
+        opsctl_run(&w, &m, &["apply", "--resume", "--auto-approve"])
+    })
+    .await;
+    resumed.expect_success();
+    assert!(
+        resumed.stdout.contains("step.rds_instance.master_password: skipped (finished in an earlier attempt of this run)")
+            && resumed.stdout.contains("1 skipped (finished earlier)"),
+        "{resumed}"
+    );
+    let s = Api::<Secret>::namespaced(c.clone(), NS2)
+        .get("database-credentials")
+        .await
+        .expect("get secret");
+    assert_eq!(secret_value(&s, "password"), PASSWORD);
+    let m = moto.clone();
+    let modifies = vault_support::blocking(move || m.call_count("ModifyDBInstance")).await;
+    assert_eq!(modifies, 1, "resume repeated the modification");
+    for app in APPS {
+        let restarted = kube_support::template_annotations(&c, NS2, app)
+            .await
+            .contains_key("kubectl.kubernetes.io/restartedAt");
+        assert!(restarted, "{app} was not restarted");
+        kube_support::rolled_out(&c, NS2, app).await;
+    }
+
+    let theirs = [
+        THEIRS.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(THEIRS),
+    ];
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        (
+            "failed apply stdout".into(),
+            failed.stdout.clone().into_bytes(),
+        ),
+        (
+            "failed apply stderr".into(),
+            failed.stderr.clone().into_bytes(),
+        ),
+        ("resume stdout".into(), resumed.stdout.clone().into_bytes()),
+        ("resume stderr".into(), resumed.stderr.clone().into_bytes()),
+    ];
+    places.extend(files_under(&work.state_dir()));
+    for (name, bytes) in &places {
+        assert_clean(name, bytes);
+        for t in &theirs {
+            assert!(!contains(bytes, t), "{t:?} found in {name}");
+        }
+    }
+    kubelet.abort();
 }
