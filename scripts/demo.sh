@@ -44,6 +44,23 @@ run() {
     printf '\n'
     "$@"
 }
+# Plan again with --detailed-exitcode (ARGS: the plan's options): the example must have
+# converged, so anything but exit 0 (2: changes left, 1: an error) stops the demo.
+expect_no_changes() {
+    local rc=0
+    run "$BIN" plan "$@" --detailed-exitcode || rc=$?
+    case $rc in
+        0) echo "second plan: nothing to do" ;;
+        2)
+            echo "demo.sh: error: the plan after apply still has changes (exit 2): apply did not converge" >&2
+            exit 1
+            ;;
+        *)
+            echo "demo.sh: error: second plan failed (exit $rc)" >&2
+            exit 1
+            ;;
+    esac
+}
 
 bash scripts/setup.sh
 bash scripts/kube.sh install
@@ -97,19 +114,7 @@ COMMON=(--chdir "$EXAMPLE" --state-dir "$STATE" --var "date=$DATE")
 run "$BIN" plan "${COMMON[@]}"
 run "$BIN" apply "${COMMON[@]}" --auto-approve
 
-rc=0
-run "$BIN" plan "${COMMON[@]}" --detailed-exitcode || rc=$?
-case $rc in
-    0) echo "second plan: nothing to do" ;;
-    2)
-        echo "demo.sh: error: the plan after apply still has changes (exit 2): apply did not converge" >&2
-        exit 1
-        ;;
-    *)
-        echo "demo.sh: error: second plan failed (exit $rc)" >&2
-        exit 1
-        ;;
-esac
+expect_no_changes "${COMMON[@]}"
 
 echo
 echo "demo: what the AWS API now says:"
@@ -147,13 +152,7 @@ rm -rf -- "$EKS_STATE"
 E=(--chdir examples/eks-upgrade --state-dir "$EKS_STATE" --var version=1.29)
 run "$BIN" plan "${E[@]}"
 run "$BIN" apply "${E[@]}" --auto-approve
-rc=0
-run "$BIN" plan "${E[@]}" --detailed-exitcode || rc=$?
-if [[ $rc != 0 ]]; then
-    echo "demo.sh: error: the EKS upgrade plan after apply is not a no-op (exit $rc)" >&2
-    exit 1
-fi
-echo "second plan: nothing to do"
+expect_no_changes "${E[@]}"
 
 echo
 echo "demo: Kubernetes: start a local API server and seed a small cluster"
@@ -229,11 +228,5 @@ rm -rf -- "$VAULT_STATE"
 V=(--chdir examples/vault-tfc-policy-restore --state-dir "$VAULT_STATE")
 run "$BIN" plan "${V[@]}"
 run "$BIN" apply "${V[@]}" --auto-approve
-rc=0
-run "$BIN" plan "${V[@]}" --detailed-exitcode || rc=$?
-if [[ $rc != 0 ]]; then
-    echo "demo.sh: error: the Vault plan after apply is not a no-op (exit $rc)" >&2
-    exit 1
-fi
-echo "second plan: nothing to do"
+expect_no_changes "${V[@]}"
 echo "demo: done (state in $STATE, $EKS_STATE, $K8S_STATE and $VAULT_STATE)"
