@@ -10,7 +10,7 @@
 //! A step builds a [`Waiter`] when it starts to act (the deadline counts from then), then
 //! calls [`Waiter::wait`] with a poll function that answers a [`Poll`]:
 //!
-//! ```ignore
+//! ```text
 //! let waiter = Waiter::new(ctx, format!("update {id} of cluster `{name}`"));
 //! // ... send the operation ...
 //! let done = waiter
