@@ -43,16 +43,23 @@ async fn get(api: &Api<DynamicObject>, name: &str) -> Option<Value> {
 }
 
 /// Waits until the Deployment controller has caught up with Deployment `ns/name` (its status
-/// observes the latest generation and the object stays unchanged for 1 s), so that a resource
+/// observes the latest generation, its pods are counted, and the object stays unchanged for
+/// 3 s), so that a resource
 /// version compared across a plan changes only if the plan wrote.
 async fn settled(c: &kube::Client, ns: &str, name: &str) {
     let deps = dynamic(c, Some(ns), ("apps", "v1", "Deployment"), "deployments");
+    // The controllers write a new Deployment's status several times (the ReplicaSet, then its
+    // pods counted); on a loaded machine those writes can be more than a second apart, so wait
+    // until the pods are counted and nothing changed for 3 s.
     eventually(&format!("Deployment {ns}/{name} to settle"), || async {
         let d = deployment(c, ns, name).await;
-        let caught_up =
-            d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation;
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let caught_up = d.status.as_ref().is_some_and(|st| {
+            st.observed_generation == d.metadata.generation
+                && (want == 0 || st.replicas.unwrap_or(0) > 0)
+        });
         let before = rv(&deps, name).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         caught_up && rv(&deps, name).await == before
     })
     .await;
