@@ -297,6 +297,21 @@ async fn deleting_a_replica_set_plans_its_pods_cascading_waits_until_gone_then_p
     })
     .await;
     let rs_api = Api::<ReplicaSet>::namespaced(c.clone(), "del-rs");
+    // The ReplicaSet controller writes the status once its pods are counted; wait for that (and
+    // 3 s of quiet: a loaded machine spaces its writes) so a changed resource version across the
+    // plan can only be the plan's.
+    eventually("the ReplicaSet's status to settle", || async {
+        let rs = rs_api.get("web").await.unwrap();
+        let counted = rs
+            .status
+            .as_ref()
+            .is_some_and(|st| st.replicas == 2 && st.observed_generation == rs.metadata.generation);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        counted
+            && rs_api.get("web").await.unwrap().metadata.resource_version
+                == rs.metadata.resource_version
+    })
+    .await;
     let before = rs_api.get("web").await.unwrap().metadata.resource_version;
 
     // Orphan: nothing cascades, the pods are named as kept.

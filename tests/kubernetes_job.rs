@@ -139,6 +139,13 @@ async fn a_wait_for_a_condition_met_after_a_delay_succeeds_and_plan_writes_nothi
     let s = server();
     let c = client().await;
     unavailable_deployment(&c, "wait-cond", 1).await;
+    quiet("Deployment wait-cond/web", || async {
+        deployment(&c, "wait-cond", "web")
+            .await
+            .metadata
+            .resource_version
+    })
+    .await;
     let work = workdir(
         &s.kubeconfig(),
         "step \"kubernetes_wait\" \"web\" {\n  kind      = \"Deployment\"\n  namespace = \"wait-cond\"\n  name      = \"web\"\n  condition = \"Available\"\n  timeout   = \"120s\"\n}\n",
@@ -722,6 +729,15 @@ async fn the_vault_raft_peers_example_plans_and_applies() {
             ])
             .collect()
     };
+    quiet("StatefulSet vault-raft/vault", || async {
+        statefulsets
+            .get("vault")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+    })
+    .await;
     let rv = statefulsets
         .get("vault")
         .await

@@ -690,3 +690,29 @@ impl AwaitingApproval {
         }
     }
 }
+
+/// Waits until `resource_version()` (an object's `metadata.resourceVersion`) has stayed the same
+/// for 3 s, so that a resource version compared across a plan changes only if the plan wrote:
+/// controllers write an object's status several times after a change, and a loaded machine can
+/// space those writes more than a second apart.
+pub async fn quiet<F, Fut>(what: &str, mut resource_version: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let start = Instant::now();
+    let mut last = resource_version().await;
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{what} kept changing for 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = resource_version().await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
