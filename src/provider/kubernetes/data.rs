@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::{json, Value as Json};
 
-use super::delete::{api_of, list_all, served, Obj};
+use super::delete::{list_all, resolve_named};
+use super::object::{api_of, served};
 use super::KubeClients;
 use crate::provider::{
     arg_bool, arg_str, ArgSpec, ArgType, DataSourceType, Inputs, ProviderError, StepContext,
@@ -289,11 +290,13 @@ impl DataSourceType for Object {
     async fn read(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
         let mut ctx = ctx.clone();
         ctx.target = ctx.address.clone();
-        let obj = Obj::of(&ctx, inputs).await?;
+        let obj = resolve_named(&ctx, inputs).await?;
         match obj.get(&ctx.address).await? {
             Some(o) => {
                 let api_version = arg_str(inputs, "api_version").unwrap_or_default();
-                Ok(json!({ "exists": true, "object": object_json(&o, api_version, &obj.kind) }))
+                Ok(
+                    json!({ "exists": true, "object": object_json(&o, api_version, &obj.served.resource.kind) }),
+                )
             }
             None if arg_bool(inputs, "optional").unwrap_or(false) => {
                 Ok(json!({ "exists": false, "object": null }))

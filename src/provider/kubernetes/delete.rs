@@ -3,156 +3,54 @@
 //! precondition on the uid the plan read, then wait until it is gone — or, with
 //! `wait_for_recreate`, until a new object of that name exists with a different uid (a
 //! controller issuing a new TLS secret). Also the object helpers `kubernetes_annotate`,
-//! `kubernetes_label` and the data sources share ([`Obj`], [`object_target`], [`list_all`]).
+//! `kubernetes_label` and the data sources share ([`resolve_named`], [`object_target`], [`list_all`]).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Preconditions, PropagationPolicy};
-use kube::discovery::Scope;
 use serde_json::{json, Value as Json};
 
-use super::discovery::Served;
-use super::{api_error, context_and_namespace, is_not_found, KubeClients, RESOURCE_VERSION};
+use super::object::{self, Resolved};
+use super::{api_error, is_not_found, KubeClients, RESOURCE_VERSION};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_bool, arg_i64, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, InDoubt,
     Inputs, ProviderError, StepContext, StepType, TargetEnv,
 };
 
-/// Kinds that are cluster-scoped: their target carries no namespace when the step names none.
-const CLUSTER_KINDS: &[&str] = &[
-    "Node",
-    "Namespace",
-    "PersistentVolume",
-    "StorageClass",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "PriorityClass",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-    "APIService",
-];
-
-/// The target of a step on one object named by `api_version`, `kind`, `namespace`, `name`:
-/// `k8s/<context>/<api_version>/<Kind>/[<ns>/]<name>` (no namespace for the cluster-scoped
-/// [`CLUSTER_KINDS`] when the step names none; the provider's namespace otherwise), the shape
-/// the other Kubernetes step types use (a Node's `k8s/<context>/v1/Node/<name>`).
+/// The target of a step on one object named by `api_version`, `kind`, `namespace`, `name`
+/// ([`object::target`], the shape every Kubernetes step type uses).
 pub(super) fn object_target(env: &TargetEnv, inputs: &Inputs) -> String {
-    let (context, namespace) = context_and_namespace(&env.provider_args);
-    let kind = arg_str(inputs, "kind").unwrap_or(UNKNOWN);
-    let ns = match arg_str(inputs, "namespace") {
-        Some(n) => format!("{n}/"),
-        None if CLUSTER_KINDS.contains(&kind) => String::new(),
-        None => format!("{namespace}/"),
-    };
-    format!(
-        "k8s/{context}/{}/{kind}/{ns}{}",
+    object::target(
+        &env.provider_args,
         arg_str(inputs, "api_version").unwrap_or(UNKNOWN),
-        arg_str(inputs, "name").unwrap_or(UNKNOWN)
+        arg_str(inputs, "kind").unwrap_or(UNKNOWN),
+        arg_str(inputs, "namespace"),
+        arg_str(inputs, "name").unwrap_or(UNKNOWN),
     )
 }
 
-/// `(group, version)` of an `api_version` (`apps/v1` -> `("apps", "v1")`, `v1` -> `("", "v1")`).
-pub(super) fn split_api_version(api_version: &str) -> (&str, &str) {
-    api_version.split_once('/').unwrap_or(("", api_version))
-}
-
-/// Resolves `api_version`/`kind` through discovery; errors name `target`.
-pub(super) async fn served(
-    clients: &KubeClients,
-    api_version: &str,
-    kind: &str,
-    target: &str,
-) -> Result<Served, ProviderError> {
-    let (group, version) = split_api_version(api_version);
-    clients
-        .discovery
-        .resolve(&clients.client, group, Some(version), kind, target)
-        .await
-}
-
-/// An API for a served kind: namespaced in `namespace` (None: all namespaces) or cluster-wide.
-pub(super) fn api_of(
-    clients: &KubeClients,
-    served: &Served,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    match (served.capabilities.scope == Scope::Namespaced, namespace) {
-        (true, Some(ns)) => Api::namespaced_with(clients.client.clone(), ns, &served.resource),
-        _ => Api::all_with(clients.client.clone(), &served.resource),
-    }
-}
-
-/// One object a step names (`api_version`, `kind`, `namespace`, `name`), resolved through
-/// discovery.
-pub(super) struct Obj {
-    /// The API of its kind, in its namespace for a namespaced kind.
-    pub api: Api<DynamicObject>,
-    /// Its kind.
-    pub kind: String,
-    /// Its namespace (None for a cluster-scoped kind).
-    pub namespace: Option<String>,
-    /// Its name.
-    pub name: String,
-}
-
-impl Obj {
-    /// Resolves the object a step or data source names.
-    ///
-    /// # Errors
-    ///
-    /// When the provider is not connected or discovery fails or does not serve the kind
-    /// (naming `ctx.target`).
-    pub async fn of(ctx: &StepContext, inputs: &Inputs) -> Result<Obj, ProviderError> {
-        let clients = ctx.client::<KubeClients>()?;
-        let kind = arg_str(inputs, "kind").unwrap_or_default();
-        let served = served(
-            clients,
-            arg_str(inputs, "api_version").unwrap_or_default(),
-            kind,
-            &ctx.target,
-        )
-        .await?;
-        let namespace = (served.capabilities.scope == Scope::Namespaced).then(|| {
-            arg_str(inputs, "namespace")
-                .map(str::to_string)
-                .unwrap_or_else(|| clients.namespace.clone())
-        });
-        Ok(Obj {
-            api: api_of(clients, &served, namespace.as_deref()),
-            kind: kind.to_string(),
-            namespace,
-            name: arg_str(inputs, "name").unwrap_or_default().to_string(),
-        })
-    }
-
-    /// `Secret `consul/netlix-tls-cert`` (`Node `n1`` when cluster-scoped).
-    pub fn describe(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} `{ns}/{}`", self.kind, self.name),
-            None => format!("{} `{}`", self.kind, self.name),
-        }
-    }
-
-    /// The live object, None when it does not exist.
-    ///
-    /// # Errors
-    ///
-    /// The server's answer (through [`api_error`]) other than 404.
-    pub async fn get(&self, target: &str) -> Result<Option<DynamicObject>, ProviderError> {
-        match self.api.get(&self.name).await {
-            Ok(o) => Ok(Some(o)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api_error(
-                "get",
-                &format!("{} ({target})", self.describe()),
-                &e,
-            )),
-        }
-    }
+/// The object a step or data source names (`api_version`, `kind`, `namespace`, `name`),
+/// resolved through discovery ([`object::resolve`]).
+///
+/// # Errors
+///
+/// When the provider is not connected or discovery fails or does not serve the kind (naming
+/// `ctx.target`).
+pub(super) async fn resolve_named(
+    ctx: &StepContext,
+    inputs: &Inputs,
+) -> Result<Resolved, ProviderError> {
+    object::resolve(
+        ctx,
+        arg_str(inputs, "api_version").unwrap_or_default(),
+        arg_str(inputs, "kind").unwrap_or_default(),
+        arg_str(inputs, "namespace"),
+        arg_str(inputs, "name").unwrap_or_default(),
+    )
+    .await
 }
 
 /// Every object `api` lists with `lp`, page by page (`limit` 500 and `continue`, as kubectl's
@@ -377,7 +275,7 @@ fn uid_of(v: Option<&Json>) -> Option<&str> {
 /// What the step deletes, read from the object: `{"uid", "namespace", "resource_version",
 /// "dependents"}`.
 async fn read_delete(ctx: &StepContext, inputs: &Inputs) -> Result<Option<Json>, ProviderError> {
-    let obj = Obj::of(ctx, inputs).await?;
+    let obj = resolve_named(ctx, inputs).await?;
     let Some(o) = obj.get(&ctx.target).await? else {
         return Ok(None);
     };
@@ -530,7 +428,7 @@ impl StepType for Delete {
         json!({ "deleted_uid": UNKNOWN, "uid": UNKNOWN })
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let obj = Obj::of(ctx, inputs).await?;
+        let obj = resolve_named(ctx, inputs).await?;
         let what = format!("{} ({})", obj.describe(), ctx.target);
         let old = ctx
             .prepared
@@ -640,7 +538,7 @@ impl StepType for Delete {
             return Ok(InDoubt::CannotTell);
         };
         let old = uid_of(Some(prepared));
-        let obj = Obj::of(ctx, inputs).await?;
+        let obj = resolve_named(ctx, inputs).await?;
         let live = obj.get(&ctx.target).await?;
         let live_uid = live.as_ref().and_then(|o| o.metadata.uid.as_deref());
         Ok(match live_uid {

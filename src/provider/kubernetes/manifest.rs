@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
 use super::object::{self, Resolved};
-use super::{api_error, context_and_namespace, write_approved, RESOURCE_VERSION};
+use super::{api_error, write_approved, RESOURCE_VERSION};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_bool, Action, ArgSpec, ArgType, Change, Current, Inputs, ProviderError, StepContext,
@@ -149,7 +149,6 @@ impl StepType for Manifest {
         ARGS
     }
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
-        let (context, namespace) = context_and_namespace(&env.provider_args);
         let m = inputs.get("manifest");
         let get = |p: &[&str]| {
             let mut v = m?;
@@ -158,16 +157,12 @@ impl StepType for Manifest {
             }
             v.as_str()
         };
-        let kind = get(&["kind"]).unwrap_or(UNKNOWN);
-        let ns = if object::cluster_kind(kind) {
-            String::new()
-        } else {
-            format!("{}/", get(&["metadata", "namespace"]).unwrap_or(&namespace))
-        };
-        format!(
-            "k8s/{context}/{}/{kind}/{ns}{}",
+        object::target(
+            &env.provider_args,
             get(&["apiVersion"]).unwrap_or(UNKNOWN),
-            get(&["metadata", "name"]).unwrap_or(UNKNOWN)
+            get(&["kind"]).unwrap_or(UNKNOWN),
+            get(&["metadata", "namespace"]),
+            get(&["metadata", "name"]).unwrap_or(UNKNOWN),
         )
     }
     fn reads(&self) -> bool {

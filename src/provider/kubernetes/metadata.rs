@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value as Json};
 
-use super::delete::{object_target, Obj};
+use super::delete::{object_target, resolve_named};
 use super::{write_approved, RESOURCE_VERSION};
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, Inputs, ProviderError,
@@ -120,7 +120,7 @@ impl StepType for Metadata {
         ctx: &StepContext,
         inputs: &Inputs,
     ) -> Result<Option<Json>, ProviderError> {
-        let obj = Obj::of(ctx, inputs).await?;
+        let obj = resolve_named(ctx, inputs).await?;
         Ok(obj.get(&ctx.target).await?.map(|o| {
             json!({
                 "uid": o.metadata.uid,
@@ -196,7 +196,7 @@ impl StepType for Metadata {
         json!({ self.field: inputs.get(self.field) })
     }
     async fn apply(&self, ctx: &StepContext, inputs: &Inputs) -> Result<Json, ProviderError> {
-        let obj = Obj::of(ctx, inputs).await?;
+        let obj = resolve_named(ctx, inputs).await?;
         let values: serde_json::Map<String, Json> = self
             .wanted(inputs)
             .into_iter()

@@ -10,8 +10,10 @@ use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use super::discovery::Served;
-use super::{api_error, KubeClients, RESOURCE_VERSION};
-use crate::provider::{Action, Change, Current, FieldChange, ProviderError, StepContext};
+use super::{api_error, context_and_namespace, KubeClients, RESOURCE_VERSION};
+use crate::provider::{
+    Action, Change, Current, FieldChange, ProviderArgs, ProviderError, StepContext,
+};
 
 /// One object of any kind, resolved through discovery.
 pub struct Resolved {
@@ -32,6 +34,19 @@ impl Resolved {
             Some(ns) => format!("{} `{ns}/{}`", self.served.resource.kind, self.name),
             None => format!("{} `{}`", self.served.resource.kind, self.name),
         }
+    }
+
+    /// The live object, None when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer (through [`api_error`]) other than 404, naming the object and
+    /// `target`.
+    pub async fn get(&self, target: &str) -> Result<Option<DynamicObject>, ProviderError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| api_error("get", &format!("{} ({target})", self.describe()), &e))
     }
 }
 
@@ -68,6 +83,52 @@ pub fn cluster_kind(kind: &str) -> bool {
     CLUSTER_KINDS.contains(&kind)
 }
 
+/// The target of a step on one object: `k8s/<context>/<api_version>/<Kind>/[<ns>/]<name>`,
+/// without a namespace for the cluster-scoped [`CLUSTER_KINDS`], else in `namespace` or the
+/// provider's (a Node's `k8s/<context>/v1/Node/<name>`). Every step type on an object builds
+/// its target here, so that steps on one object share its state and the unordered-writer check.
+pub fn target(
+    provider_args: &ProviderArgs,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> String {
+    let (context, default_ns) = context_and_namespace(provider_args);
+    let ns = if cluster_kind(kind) {
+        String::new()
+    } else {
+        format!("{}/", namespace.unwrap_or(&default_ns))
+    };
+    format!("k8s/{context}/{api_version}/{kind}/{ns}{name}")
+}
+
+/// Resolves `api_version`/`kind` through discovery; errors name `target`.
+pub async fn served(
+    clients: &KubeClients,
+    api_version: &str,
+    kind: &str,
+    target: &str,
+) -> Result<Served, ProviderError> {
+    let (group, version) = group_version(api_version);
+    clients
+        .discovery
+        .resolve(&clients.client, group, Some(version), kind, target)
+        .await
+}
+
+/// An API for a served kind: namespaced in `namespace` (None: all namespaces) or cluster-wide.
+pub fn api_of(
+    clients: &KubeClients,
+    served: &Served,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match (served.capabilities.scope == Scope::Namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(clients.client.clone(), ns, &served.resource),
+        _ => Api::all_with(clients.client.clone(), &served.resource),
+    }
+}
+
 /// Resolves `kind` of `api_version` through discovery (`GET /apis/GROUP/VERSION`, cached per
 /// run) and builds an API for the object: in `namespace` (else the provider's) when the kind
 /// is namespaced, cluster-wide otherwise.
@@ -84,23 +145,10 @@ pub async fn resolve(
     name: &str,
 ) -> Result<Resolved, ProviderError> {
     let clients = ctx.client::<KubeClients>()?;
-    let (group, version) = group_version(api_version);
-    let served = clients
-        .discovery
-        .resolve(&clients.client, group, Some(version), kind, &ctx.target)
-        .await?;
-    let (api, namespace) = if served.capabilities.scope == Scope::Namespaced {
-        let ns = namespace.unwrap_or(&clients.namespace).to_string();
-        (
-            Api::namespaced_with(clients.client.clone(), &ns, &served.resource),
-            Some(ns),
-        )
-    } else {
-        (
-            Api::all_with(clients.client.clone(), &served.resource),
-            None,
-        )
-    };
+    let served = served(clients, api_version, kind, &ctx.target).await?;
+    let namespace = (served.capabilities.scope == Scope::Namespaced)
+        .then(|| namespace.unwrap_or(&clients.namespace).to_string());
+    let api = api_of(clients, &served, namespace.as_deref());
     Ok(Resolved {
         api,
         served,

@@ -9,7 +9,7 @@ use kube::Resource;
 use serde_json::{json, Value as Json};
 
 use super::object::{self, Resolved};
-use super::{api_error, context_and_namespace, write_approved, KubeClients, RESOURCE_VERSION};
+use super::{api_error, write_approved, KubeClients, RESOURCE_VERSION};
 use crate::config::eval::UNKNOWN;
 use crate::provider::{
     arg_str, Action, ArgSpec, ArgType, Change, Current, Inputs, ProviderError, StepContext,
@@ -194,18 +194,7 @@ impl StepType for KubePatch {
         ARGS
     }
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
-        let (context, namespace) = context_and_namespace(&env.provider_args);
-        let kind = arg_str(inputs, "kind").unwrap_or(UNKNOWN);
-        let ns = if object::cluster_kind(kind) {
-            String::new()
-        } else {
-            format!("{}/", arg_str(inputs, "namespace").unwrap_or(&namespace))
-        };
-        format!(
-            "k8s/{context}/{}/{kind}/{ns}{}",
-            arg_str(inputs, "api_version").unwrap_or(UNKNOWN),
-            arg_str(inputs, "name").unwrap_or(UNKNOWN)
-        )
+        super::delete::object_target(env, inputs)
     }
     fn reads(&self) -> bool {
         true

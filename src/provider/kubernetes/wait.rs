@@ -610,7 +610,7 @@ impl StepType for Wait {
             .or_else(|| default_api_version(kind))
             .unwrap_or(UNKNOWN);
         let ns = arg_str(inputs, "namespace").unwrap_or(&namespace);
-        let ns = if ["Node", "Namespace", "PersistentVolume"].contains(&kind) {
+        let ns = if super::object::cluster_kind(kind) {
             String::new()
         } else {
             format!("{ns}/")

@@ -553,6 +553,18 @@ fn size_of(state: &Json, field: &str) -> Option<i64> {
         .and_then(Json::as_i64)
 }
 
+/// The target of a step on the nodegroup its inputs name (`cluster`, `nodegroup`):
+/// `aws/<region>/eks/<cluster>/nodegroup/<nodegroup>`, one for every nodegroup step type, so
+/// that they share its state and the unordered-writer check.
+pub(super) fn nodegroup_target(env: &TargetEnv, inputs: &Inputs) -> String {
+    format!(
+        "aws/{}/eks/{}/nodegroup/{}",
+        region_of(&env.provider_args),
+        arg_str(inputs, "cluster").unwrap_or(UNKNOWN),
+        arg_str(inputs, "nodegroup").unwrap_or(UNKNOWN)
+    )
+}
+
 /// The scaling config after applying the inputs to `state`.
 fn merged(inputs: &Inputs, state: &Json) -> [Option<i64>; 3] {
     SIZES.map(|f| arg_i64(inputs, f).or_else(|| size_of(state, f)))
@@ -570,12 +582,7 @@ impl StepType for NodegroupScaling {
         ARGS
     }
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
-        format!(
-            "aws/{}/eks/{}/nodegroup/{}",
-            region_of(&env.provider_args),
-            arg_str(inputs, "cluster").unwrap_or(UNKNOWN),
-            arg_str(inputs, "nodegroup").unwrap_or(UNKNOWN)
-        )
+        nodegroup_target(env, inputs)
     }
     fn reads(&self) -> bool {
         true

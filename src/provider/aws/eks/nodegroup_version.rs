@@ -24,7 +24,7 @@ use super::{
 };
 use crate::config::eval::UNKNOWN;
 use crate::provider::aws::waiter::{Poll, Waiter};
-use crate::provider::aws::{region_of, sdk_error, AwsClients};
+use crate::provider::aws::{sdk_error, AwsClients};
 use crate::provider::{
     arg_bool, arg_str, Action, ArgSpec, ArgType, Change, Current, FieldChange, InDoubt, Inputs,
     ProviderError, StepContext, StepType, TargetEnv,
@@ -104,12 +104,7 @@ impl StepType for NodegroupVersion {
         ARGS
     }
     fn target(&self, env: &TargetEnv, inputs: &Inputs) -> String {
-        format!(
-            "aws/{}/eks/{}/nodegroup/{}",
-            region_of(&env.provider_args),
-            arg_str(inputs, "cluster").unwrap_or(UNKNOWN),
-            arg_str(inputs, "nodegroup").unwrap_or(UNKNOWN)
-        )
+        super::nodegroup_target(env, inputs)
     }
     fn reads(&self) -> bool {
         true
