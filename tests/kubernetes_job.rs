@@ -319,6 +319,11 @@ async fn a_wait_for_a_field_value_and_for_a_deletion() {
         "step \"kubernetes_wait\" \"running\" {\n  kind      = \"Pod\"\n  namespace = \"wait-field\"\n  name      = \"p\"\n  field     = \"status.containerStatuses[0].ready\"\n  value     = \"true\"\n  timeout   = \"120s\"\n}\n\n\
          step \"kubernetes_wait\" \"gone\" {\n  kind      = \"ConfigMap\"\n  namespace = \"wait-field\"\n  name      = \"old\"\n  for       = \"deleted\"\n  timeout   = \"120s\"\n}\n",
     );
+    // The scheduler marks the pod unschedulable shortly after it is created.
+    quiet("Pod wait-field/p", || async {
+        pods.get("p").await.unwrap().metadata.resource_version
+    })
+    .await;
     let rv = pods.get("p").await.unwrap().metadata.resource_version;
     let work = blocking(move || {
         let p = plan(&work, 2);
