@@ -356,9 +356,10 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
         database_engine(None, "database");
         database_role(None, "database", "readonly");
         database_role(None, "database", "other");
-        workdir(
-            "step \"vault_lease_revoke\" \"creds\" {\n  prefix = \"database/creds/readonly\"\n}\n",
-        )
+        workdir(&format!(
+            "step \"vault_lease_revoke\" \"creds\" {{\n  prefix       = \"database/creds/readonly\"\n  database_url = \"postgresql://postgres:postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n}}\n",
+            postgres().port
+        ))
     })
     .await;
     let (work, issued, other) = blocking(move || {
@@ -383,15 +384,32 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
     assert_eq!(users(names.clone()).len(), 5);
 
     let ids: Vec<String> = issued.iter().map(|(l, _)| l.clone()).collect();
+    let (users_seen, other_user) = (names.clone(), other.1.clone());
     let work = blocking(move || {
         let p = plan(&work, 2);
         for id in &ids {
             assert!(p.stdout.contains(&format!("{id} (role `readonly`)")), "{p}");
         }
+        // The database users the leases stand for, found in PostgreSQL; not the other role's.
+        for user in &users_seen {
+            assert!(
+                p.stdout.contains(&format!("#   {user}\n")),
+                "no user {user}:\n{p}"
+            );
+        }
+        assert!(!p.stdout.contains(&other_user), "{p}");
+        assert!(!p.stdout.contains("postgres:postgres@"), "{p}");
         let mut text = portless(&p.stdout);
         for id in &ids {
             text = text.replace(id.as_str(), "database/creds/readonly/LEASE");
         }
+        for user in &users_seen {
+            text = text.replace(user.as_str(), "v-USER");
+        }
+        text = text.replace(
+            &format!("127.0.0.1:{}/", postgres().port),
+            "127.0.0.1:PGPORT/",
+        );
         insta::assert_snapshot!("lease_revoke_plan", text);
         work
     })
@@ -404,16 +422,13 @@ async fn lease_revoke_lists_the_leases_with_their_role_revokes_them_and_the_data
         work
     })
     .await;
-    // Revoking database leases can meet "tuple concurrently updated", retried ~15 s later.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while !users(names.clone()).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "database users left: {:?}",
-            users(names.clone())
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    // Apply waited until PostgreSQL dropped the users (revoking database leases can meet
+    // "tuple concurrently updated", retried ~15 s later): none is left when it returns.
+    assert_eq!(
+        users(names.clone()),
+        Vec::<String>::new(),
+        "database users left"
+    );
     // The other role's credential is untouched.
     assert_eq!(users(vec![other.1.clone()]), vec![other.1]);
     blocking(move || {
@@ -805,18 +820,26 @@ async fn the_leases_and_seal_status_data_sources_read_the_server() {
     let ids = blocking(|| {
         database_engine(None, "db-ds");
         database_role(None, "db-ds", "reader");
-        let mut ids: Vec<String> = (0..2)
-            .map(|_| issue_creds(None, "db-ds", "reader").0)
+        let issued: Vec<(String, String)> = (0..2)
+            .map(|_| issue_creds(None, "db-ds", "reader"))
             .collect();
+        let mut ids: Vec<String> = issued.iter().map(|(id, _)| id.clone()).collect();
         ids.sort();
-        ids
+        (
+            ids,
+            issued.into_iter().map(|(_, user)| user).collect::<Vec<_>>(),
+        )
     })
     .await;
+    let (ids, db_users) = ids;
     blocking(move || {
         let work = workdir(
-            "data \"vault_leases\" \"reader\" {\n  prefix = \"db-ds/creds/reader\"\n}\n\ndata \"vault_leases\" \"none\" {\n  prefix = \"db-ds/creds/nobody\"\n}\n\ndata \"vault_seal_status\" \"s\" {}\n\n\
+            &(format!("data \"vault_leases\" \"reader\" {{\n  prefix       = \"db-ds/creds/reader\"\n  database_url = \"postgresql://postgres:postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n}}\n",
+                postgres().port
+            ) + "\ndata \"vault_leases\" \"none\" {\n  prefix = \"db-ds/creds/nobody\"\n}\n\ndata \"vault_seal_status\" \"s\" {}\n\n\
              output \"count\" {\n  value = data.vault_leases.reader.count\n}\n\noutput \"ids\" {\n  value = data.vault_leases.reader.ids\n}\n\noutput \"roles\" {\n  value = [for l in data.vault_leases.reader.leases : l.role]\n}\n\n\
-             output \"none\" {\n  value = data.vault_leases.none.count\n}\n\noutput \"sealed\" {\n  value = data.vault_seal_status.s.sealed\n}\n\noutput \"storage\" {\n  value = data.vault_seal_status.s.storage\n}\n",
+             output \"none\" {\n  value = data.vault_leases.none.count\n}\n\noutput \"sealed\" {\n  value = data.vault_seal_status.s.sealed\n}\n\noutput \"storage\" {\n  value = data.vault_seal_status.s.storage\n}\n\n\
+             output \"users\" {\n  value = data.vault_leases.reader.database_users\n}\n"),
         );
         let out = opsctl_run(&work, &["plan"]);
         out.expect_success();
@@ -829,6 +852,8 @@ async fn the_leases_and_seal_status_data_sources_read_the_server() {
             format!("\"{}\"", ids[1]),
             "\"reader\"".to_string(),
             "storage = \"inmem\"".to_string(),
+            format!("\"{}\"", db_users[0]),
+            format!("\"{}\"", db_users[1]),
         ] {
             assert!(text.contains(&want), "no {want}:\n{out}");
         }

@@ -7,7 +7,8 @@
 #   # Pods will get new credentials on next VSO sync cycle
 #
 # The plan lists every lease that will end (id and role); revoking them drops the database
-# users Vault created. Apply waits until no lease is left under the prefix. VAULT_ADDR and
+# users Vault created (named in the plan when `database_url` is given: Vault's API never names
+# them). Apply waits until no lease is left under the prefix. VAULT_ADDR and
 # VAULT_TOKEN come from the environment, as for the vault CLI.
 #
 #   opsctl plan
@@ -29,11 +30,19 @@ variable "role" {
   default = "netlix-app"
 }
 
+variable "database_url" {
+  type        = string
+  default     = null
+  sensitive   = true
+  description = "PostgreSQL connection string of the application's database (e.g. OPSCTL_VAR_database_url): when set, the plan names the database users that end and apply waits until they are dropped"
+}
+
 provider "vault" {
   namespace = var.namespace
 }
 
 step "vault_lease_revoke" "app_credentials" {
-  prefix  = "${var.mount}/creds/${var.role}"
-  timeout = "5m"
+  prefix       = "${var.mount}/creds/${var.role}"
+  database_url = var.database_url
+  timeout      = "5m"
 }

@@ -9,6 +9,7 @@
 //! path>` (the path of Vault's HTTP API the step writes, without `/v1/`).
 
 mod database;
+mod dbusers;
 mod kv;
 mod lease;
 mod policy;
