@@ -95,8 +95,9 @@ async fn node_maintenance_cordons_drains_and_uncordons_every_node_of_the_example
     p.expect_code(2);
     for n in ["lib-nm-a", "lib-nm-b"] {
         assert!(
-            p.stdout
-                .contains(&format!("module.maintenance[\"{n}\"].step.kubernetes_drain.this")),
+            p.stdout.contains(&format!(
+                "module.maintenance[\"{n}\"].step.kubernetes_drain.this"
+            )),
             "{p}"
         );
     }
@@ -209,10 +210,16 @@ fn snapshot_before_maintenance_and_nodegroup_scaling_pin_in_the_maintenance_wind
         assert!(p.stdout.contains(addr), "{addr}\n{p}");
     }
     assert!(
-        p.stdout.contains("after: module.snapshot.step.rds_snapshot.this"),
+        p.stdout
+            .contains("after: module.snapshot.step.rds_snapshot.this"),
         "`depends_on = [module.snapshot]` orders the scaling after the snapshot\n{p}"
     );
-    let a = moto_run(&moto, &work, &dir, &["apply", "--auto-approve", vars[0], vars[1]]);
+    let a = moto_run(
+        &moto,
+        &work,
+        &dir,
+        &["apply", "--auto-approve", vars[0], vars[1]],
+    );
     assert_applied(&a);
     let snaps = aws_python(
         &moto.endpoint,
@@ -266,7 +273,11 @@ fn eks_upgrade_moves_the_control_plane_then_every_nodegroup() {
     ] {
         assert!(p.stdout.contains(addr), "{addr}\n{p}");
     }
-    assert_eq!(moto.call_count("UpdateClusterVersion"), 0, "plan never writes");
+    assert_eq!(
+        moto.call_count("UpdateClusterVersion"),
+        0,
+        "plan never writes"
+    );
     let a = moto_run(
         &moto,
         &work,

@@ -201,7 +201,8 @@ fn load_time_errors_a_registry_source_and_a_for_each_known_only_at_plan() {
     let out = opsctl_run(&work, &["plan"]);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("not known when the configuration loads")
+        out.stderr
+            .contains("not known when the configuration loads")
             && out.stderr.contains("main.hcl:6:"),
         "{out}"
     );
@@ -337,7 +338,10 @@ module "second" {
     let marker = work.path().join("started");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !marker.exists() {
-        assert!(Instant::now() < deadline, "the second instance's slow step never started");
+        assert!(
+            Instant::now() < deadline,
+            "the second instance's slow step never started"
+        );
         assert!(bg.0.try_wait().unwrap().is_none(), "opsctl exited early");
         thread::sleep(Duration::from_millis(50));
     }
@@ -410,7 +414,8 @@ module "maintenance" {
         }
     }
     assert!(
-        out.stdout.contains("  # in module.maintenance[\"mod-fe-b\"]:\n"),
+        out.stdout
+            .contains("  # in module.maintenance[\"mod-fe-b\"]:\n"),
         "changes are grouped by module instance\n{out}"
     );
     let out = apply(&work);
@@ -419,5 +424,4 @@ module "maintenance" {
     }
     let e = effects(&work);
     assert_eq!(e.len(), 3, "{e:?}\n{out}");
-
 }

@@ -961,9 +961,10 @@ fn load_step(
             match key {
                 "depends_on" => {
                     let ok = matches!(a.expr, hcl::Expression::Array(_))
-                        && a.refs
-                            .iter()
-                            .all(|r| matches!(r.root, RefRoot::Step | RefRoot::Data) || modules::is_call_ref(r));
+                        && a.refs.iter().all(|r| {
+                            matches!(r.root, RefRoot::Step | RefRoot::Data)
+                                || modules::is_call_ref(r)
+                        });
                     if !ok {
                         diags.push(
                             Diagnostic::error(

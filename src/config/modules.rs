@@ -140,7 +140,8 @@ pub fn instance_of(address: &str) -> Option<&str> {
             end = Some(end.map_or(i, |e: usize| e.max(i)));
         }
     }
-    end.filter(|_| address.starts_with("module.")).map(|e| &address[..e])
+    end.filter(|_| address.starts_with("module."))
+        .map(|e| &address[..e])
 }
 
 /// Renames the references of an expression tree into a module instance's names.
@@ -189,7 +190,10 @@ impl VisitMut for Renamer<'_> {
                 }
                 ("local", Some(name)) if self.each.is_none() => {
                     if let Some(p) = self.prefix {
-                        set_attr(&mut node.operators[0], &mangle(p, &format!("local--{name}")));
+                        set_attr(
+                            &mut node.operators[0],
+                            &mangle(p, &format!("local--{name}")),
+                        );
                     }
                 }
                 ("step" | "data", Some(_)) if self.each.is_none() => {
@@ -202,7 +206,10 @@ impl VisitMut for Renamer<'_> {
                 ("each" | "count", Some(what)) => {
                     if let Some(inst) = self.each {
                         node.expr = Expression::Variable(ident("local"));
-                        set_attr(&mut node.operators[0], &mangle(inst, &format!("{root}--{what}")));
+                        set_attr(
+                            &mut node.operators[0],
+                            &mangle(inst, &format!("{root}--{what}")),
+                        );
                     }
                 }
                 _ => {}
@@ -339,11 +346,11 @@ fn instance_keys(
     }
     let value = evaluate(attr, &LoadScope { config, depth: 0 })?;
     match (what, value) {
-        ("count", hcl::Value::Number(n)) if n.as_u64().is_some() => {
+        ("count", hcl::Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 10_000) => {
             Ok((0..n.as_u64().unwrap_or(0)).map(Key::Index).collect())
         }
         ("count", v) => Err(Diagnostic::error(format!(
-            "`count` of `module.{}` must be a whole number ≥ 0, got {}",
+            "`count` of `module.{}` must be a whole number from 0 to 10000, got {}",
             call.name,
             super::types::describe_value(&v)
         ))
@@ -360,14 +367,12 @@ fn instance_keys(
                     hcl::Value::String(s) => {
                         keys.insert(s.clone(), Key::Each(s.clone(), hcl::Value::String(s)));
                     }
-                    other => {
-                        return Err(Diagnostic::error(format!(
-                            "`for_each` of `module.{}` must be a map or a set of strings, but holds {}",
-                            call.name,
-                            super::types::describe_value(&other)
-                        ))
-                        .with_span(attr.span.clone()))
-                    }
+                    other => return Err(Diagnostic::error(format!(
+                        "`for_each` of `module.{}` must be a map or a set of strings, but holds {}",
+                        call.name,
+                        super::types::describe_value(&other)
+                    ))
+                    .with_span(attr.span.clone())),
                 }
             }
             Ok(keys.into_values().collect())
@@ -489,7 +494,9 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
             match s {
                 Structure::Attribute(a) => match a.key.as_str() {
                     "source" => match hcl::Expression::from(a.value.clone()) {
-                        hcl::Expression::String(s) => source = Some((s, span_of(file, a.value.span()))),
+                        hcl::Expression::String(s) => {
+                            source = Some((s, span_of(file, a.value.span())))
+                        }
                         _ => {
                             diags.push(
                                 Diagnostic::error("`source` must be a literal string such as \"../modules/drain-node\"")
@@ -669,9 +676,13 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
             };
             match &key {
                 Key::Single => {}
-                Key::Index(i) => config.locals.push(literal("count--index", hcl::Value::from(*i))),
+                Key::Index(i) => config
+                    .locals
+                    .push(literal("count--index", hcl::Value::from(*i))),
                 Key::Each(k, v) => {
-                    config.locals.push(literal("each--key", hcl::Value::from(k.clone())));
+                    config
+                        .locals
+                        .push(literal("each--key", hcl::Value::from(k.clone())));
                     config.locals.push(literal("each--value", v.clone()));
                 }
             }
@@ -746,7 +757,10 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
                 l.attr.name = mangle(&prefix, &format!("local--{}", l.attr.name));
                 config.locals.push(l);
             }
-            let call_deps = meta.get("depends_on").map(|a| a.refs.clone()).unwrap_or_default();
+            let call_deps = meta
+                .get("depends_on")
+                .map(|a| a.refs.clone())
+                .unwrap_or_default();
             for mut b in temp.blocks {
                 b.name = mangle(&prefix, &b.name);
                 let provider_name = b.type_name.split('_').next().unwrap_or("").to_string();
@@ -842,13 +856,15 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
                 "{{ {} }}",
                 instances
                     .iter()
-                    .map(|(k, p, o)| {
-                        let Key::Each(k, _) = k else { unreachable!() };
-                        format!(
+                    .filter_map(|(k, p, o)| match k {
+                        Key::Each(k, _) => Some(format!(
                             "{} = {}",
-                            serde_json::Value::String(k.clone()).to_string().replace("${", "$${"),
+                            serde_json::Value::String(k.clone())
+                                .to_string()
+                                .replace("${", "$${"),
                             object(p, o)
-                        )
+                        )),
+                        _ => None,
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -858,8 +874,11 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
             Ok(e) => hcl::Expression::from(e),
             Err(e) => {
                 diags.push(
-                    Diagnostic::error(format!("internal error building `module.{}`: {e}", call.name))
-                        .with_span(call.span.clone()),
+                    Diagnostic::error(format!(
+                        "internal error building `module.{}`: {e}",
+                        call.name
+                    ))
+                    .with_span(call.span.clone()),
                 );
                 continue;
             }
@@ -929,13 +948,21 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
 /// # Errors
 ///
 /// The type error or the failed validation.
-pub fn check_input(input: &ModuleInput, attr: &Attr, value: hcl::Value) -> Result<hcl::Value, Diagnostic> {
+pub fn check_input(
+    input: &ModuleInput,
+    attr: &Attr,
+    value: hcl::Value,
+) -> Result<hcl::Value, Diagnostic> {
     if super::eval::is_unknown(&value) {
         return Ok(value);
     }
     let value = input.ty.convert(value).map_err(|e| {
         let msg = if input.sensitive {
-            format!("invalid value for module input `{}`: expected {}", input.display, input.ty.describe())
+            format!(
+                "invalid value for module input `{}`: expected {}",
+                input.display,
+                input.ty.describe()
+            )
         } else {
             format!("invalid value for module input `{}`: {e}", input.display)
         };
@@ -969,8 +996,10 @@ pub fn check_input(input: &ModuleInput, attr: &Attr, value: hcl::Value) -> Resul
                 .with_span(attr.span.clone()));
             }
             Ok(_) => {
-                return Err(Diagnostic::error("a validation `condition` must be `true` or `false`")
-                    .with_span(cond.span.clone()))
+                return Err(
+                    Diagnostic::error("a validation `condition` must be `true` or `false`")
+                        .with_span(cond.span.clone()),
+                )
             }
             Err(d) => return Err(d),
         }
