@@ -367,12 +367,14 @@ fn instance_keys(
                     hcl::Value::String(s) => {
                         keys.insert(s.clone(), Key::Each(s.clone(), hcl::Value::String(s)));
                     }
-                    other => return Err(Diagnostic::error(format!(
+                    other => {
+                        return Err(Diagnostic::error(format!(
                         "`for_each` of `module.{}` must be a map or a set of strings, but holds {}",
                         call.name,
                         super::types::describe_value(&other)
                     ))
-                    .with_span(attr.span.clone())),
+                        .with_span(attr.span.clone()))
+                    }
                 }
             }
             Ok(keys.into_values().collect())
