@@ -111,6 +111,9 @@ impl Diagnostic {
             source_line,
             range: from..to,
         }));
+        if let Some(called) = &file.called_from {
+            self.notes.push(called.clone());
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod arith;
 pub mod diagnostic;
 pub mod eval;
 pub mod functions;
+pub mod modules;
 pub mod refs;
 pub mod syntax;
 pub mod types;
@@ -30,6 +31,9 @@ pub struct SourceFile {
     /// Full text of the file.
     pub text: String,
     line_starts: Vec<usize>,
+    /// For a file of a module instance: `in module.x, called at main.hcl:3:1` (a note on its
+    /// diagnostics).
+    pub called_from: Option<String>,
 }
 
 impl SourceFile {
@@ -46,6 +50,7 @@ impl SourceFile {
             display: display.into(),
             text,
             line_starts,
+            called_from: None,
         }
     }
 
@@ -199,10 +204,7 @@ pub struct BlockDef {
 impl BlockDef {
     /// The block address without instance key: `step.TYPE.NAME` or `data.TYPE.NAME`.
     pub fn address(&self) -> String {
-        match self.kind {
-            BlockKind::Step => format!("step.{}.{}", self.type_name, self.name),
-            BlockKind::Data => format!("data.{}.{}", self.type_name, self.name),
-        }
+        modules::address(self.kind.keyword(), &self.type_name, &self.name)
     }
 
     /// Every reference of the block: arguments, meta-arguments and `depends_on`.
@@ -241,6 +243,8 @@ pub struct VariableDef {
 pub struct LocalDef {
     /// The attribute.
     pub attr: Attr,
+    /// Set when the local is a module input (or sensitive output): its type and validations.
+    pub input: Option<Box<modules::ModuleInput>>,
 }
 
 /// A `provider "NAME"` block.
@@ -296,6 +300,8 @@ pub struct Config {
     pub outputs: Vec<OutputDef>,
     /// SHA-256 of the file names and contents, hex.
     pub digest: String,
+    /// `module` calls not yet expanded (empty once [`load_dir`] returns).
+    pub module_calls: Vec<modules::ModuleCall>,
 }
 
 const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "timeout"];
@@ -407,7 +413,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
         diags.attach_sources(&Sources { files });
         return Err(diags);
     }
-    load_sources(files)
+    load_sources(files).and_then(|config| modules::expand(config, dir))
 }
 
 /// Whether a directory entry named `name` is a configuration file: `*.hcl`, and neither
@@ -480,6 +486,9 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
         hcl_edit::visit::visit_body(&mut check, body);
     }
     config.sources.files = files;
+    for (_, body) in &mut bodies {
+        modules::rename_root(body);
+    }
     for (file_idx, body) in &bodies {
         load_body(&mut config, *file_idx, body, &mut diags);
     }
@@ -726,6 +735,7 @@ fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnost
                     match s {
                         Structure::Attribute(attr) => config.locals.push(LocalDef {
                             attr: make_attr(file, attr),
+                            input: None,
                         }),
                         Structure::Block(b) => diags.push(
                             Diagnostic::error("`locals` takes only attributes")
@@ -810,6 +820,7 @@ fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnost
                     }
                 }
             }
+            "module" => modules::load_call(config, file, block, diags),
             other => diags.push(
                 Diagnostic::error(format!(
                     "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step` or `output`"
@@ -950,9 +961,10 @@ fn load_step(
             match key {
                 "depends_on" => {
                     let ok = matches!(a.expr, hcl::Expression::Array(_))
-                        && a.refs
-                            .iter()
-                            .all(|r| matches!(r.root, RefRoot::Step | RefRoot::Data));
+                        && a.refs.iter().all(|r| {
+                            matches!(r.root, RefRoot::Step | RefRoot::Data)
+                                || modules::is_call_ref(r)
+                        });
                     if !ok {
                         diags.push(
                             Diagnostic::error(

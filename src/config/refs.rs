@@ -56,6 +56,9 @@ pub struct Reference {
 impl Reference {
     /// The referenced block address for `step`/`data` (`step.T.N`), `var.X`, `local.X`.
     pub fn subject(&self) -> String {
+        if matches!(self.root, RefRoot::Step | RefRoot::Data) && self.parts.len() >= 3 {
+            return super::modules::address(&self.parts[0], &self.parts[1], &self.parts[2]);
+        }
         let n = match self.root {
             RefRoot::Step | RefRoot::Data => 3,
             _ => 2,

@@ -846,11 +846,16 @@ impl<'a> Planner<'a> {
     /// A local; one that refers to a sensitive value is sensitive.
     fn eval_local(&mut self, i: usize) {
         let attr = &self.config.locals[i].attr;
-        let secret = self.sens.refers(attr);
+        let input = self.config.locals[i].input.as_deref();
+        let secret = self.sens.refers(attr) || input.is_some_and(|m| m.sensitive);
         if secret {
             self.sens.names.insert(format!("local.{}", attr.name));
         }
         let result = evaluate(attr, &self.scope(None, None));
+        let result = match (input, result) {
+            (Some(m), Ok(v)) => crate::config::modules::check_input(m, attr, v),
+            (_, r) => r,
+        };
         match result {
             Ok(v) => {
                 if secret {

@@ -165,7 +165,15 @@ pub fn plan_text(plan: &Plan) -> String {
     } else {
         out.push_str("opsctl will perform the following actions, in this order:\n\n");
         out.push_str("Symbols: + create, ~ update in place, - delete, -/+ replace, > run\n\n");
+        let mut group = None;
         for inst in acting {
+            let module = crate::config::modules::instance_of(&inst.address);
+            if module != group {
+                if let Some(m) = module {
+                    let _ = writeln!(out, "  # in {m}:");
+                }
+                group = module;
+            }
             let _ = writeln!(out, "  # {} {}", inst.address, describe(inst.change.action));
             let target = if inst.sensitive_args.iter().any(|a| a == "target") {
                 REDACTED
