@@ -479,9 +479,8 @@ pub async fn execute(
     macro_rules! advance {
         ($i:expr) => {
             if let rollout::Advance::Gate(r) = sched.settled($i, &settled) {
-                if halted || cancel.stopping() {
-                    // Nothing new starts; resume opens the batch.
-                } else {
+                // After a halt or a stop nothing new starts; resume opens the batch.
+                if !halted && !cancel.stopping() {
                     let ro = &mut sched.rollouts[r];
                     ro.gate_runs += 1;
                     let gates = ro
@@ -716,7 +715,7 @@ pub async fn execute(
                         &done,
                         &mut urgent,
                         &mut remaining,
-                        &*reporter,
+                        reporter.as_ref(),
                         i,
                     );
                 }
@@ -738,7 +737,7 @@ pub async fn execute(
                     &done,
                     &mut urgent,
                     &mut remaining,
-                    &*reporter,
+                    reporter.as_ref(),
                     i,
                 );
                 if effect.halt {

@@ -176,7 +176,7 @@ pub fn parse_block(def: &mut BlockDef, file: usize, block: &Block, diags: &mut D
             for a in &attrs {
                 match a.name.as_str() {
                     "attempts" => match literal_num(a) {
-                        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1000.0 => {
+                        Some(n) if (1.0..=1000.0).contains(&n) && n.fract() == 0.0 => {
                             r.attempts = n as u32
                         }
                         _ => err(a, "`attempts` must be a whole number from 1 to 1000"),
