@@ -19,6 +19,9 @@ use crate::provider::{Action, Current, InDoubt, ProviderError, Registry};
 use crate::state::journal::{Durable, JournalWriter, Record, Replay};
 use crate::state::{now_rfc3339, StateError};
 
+pub mod retry;
+mod rollout;
+
 /// Receives progress events from the engine.
 pub trait Reporter: Send + Sync {
     /// A step is about to apply.
@@ -50,6 +53,10 @@ pub struct Cancel {
     notify: Notify,
     /// Cancelled on abort: every running step's `StepContext::cancel` is a child of it.
     steps: CancellationToken,
+    /// `--continue-on-error`: a failure skips its dependents only.
+    continue_on_error: AtomicBool,
+    /// Why the run was stopped, when not by a signal (the run's `--timeout`).
+    reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Cancel {
@@ -73,6 +80,23 @@ impl Cancel {
     /// Whether an abort was requested.
     pub fn aborting(&self) -> bool {
         self.abort.load(Ordering::SeqCst)
+    }
+    /// The run's `--timeout` passed: stops it like an abort (running steps are stopped and
+    /// left in doubt; resumable), with `why` in their journal records and the run's.
+    pub fn time_out(&self, why: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(why);
+        }
+        self.abort();
+    }
+    /// Why the run was stopped by [`Cancel::time_out`], if it was.
+    pub fn timed_out(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+    /// `--continue-on-error`: after a failure, independent steps go on and the failed step's
+    /// dependents are skipped (as `on_failure = "continue"` on every step).
+    pub fn set_continue_on_error(&self) {
+        self.continue_on_error.store(true, Ordering::SeqCst);
     }
 }
 
@@ -113,6 +137,10 @@ pub struct ApplyOutcome {
     pub failures: Vec<(String, String)>,
     /// Steps stopped while acting (timeout, abort), journaled in doubt: (step, reason).
     pub in_doubt: Vec<(String, String)>,
+    /// Steps skipped because a step they depend on failed and the run went on
+    /// (`on_failure = "continue"`, `--continue-on-error`, tolerated rollout failures):
+    /// (step, reason).
+    pub skipped_dependents: Vec<(String, String)>,
     /// Outputs of every finished step.
     pub outputs: HashMap<String, Json>,
 }
@@ -286,6 +314,8 @@ struct Task {
     /// The value an earlier, interrupted attempt prepared (reused so that applying again is
     /// idempotent), if any.
     prepared: Option<Json>,
+    /// The run's signals (why it was stopped).
+    cancel: Arc<Cancel>,
 }
 
 /// Executes `plan`.
@@ -330,6 +360,7 @@ pub async fn execute(
         not_started: 0,
         failures: Vec::new(),
         in_doubt: Vec::new(),
+        skipped_dependents: Vec::new(),
         outputs: HashMap::new(),
     };
     // Record in-doubt resolutions first.
@@ -398,12 +429,19 @@ pub async fn execute(
     // Dependency counts. A step finished in an earlier attempt must not depend on one that
     // is not: the journal would claim an order that never happened (it was edited or lost
     // records), and running the dependency again under a finished dependent is not a resume.
+    // Rollback and gate steps are not in the normal order (rollout.rs): they neither wait for
+    // their dependencies nor hold up their dependents.
+    let mut sched = rollout::Schedule::new(
+        &plan,
+        &done,
+        cancel.continue_on_error.load(Ordering::SeqCst),
+    );
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut waiting: Vec<usize> = vec![0; n];
     for (i, inst) in plan.instances.iter().enumerate() {
         for &d in &inst.deps {
             dependents[d].push(i);
-            if !done[d] {
+            if !done[d] && !sched.conditional[i] && !sched.conditional[d] {
                 if done[i] {
                     return Err(ApplyError::Inconsistent(format!(
                         "`{}` is recorded as finished but the step it depends on, `{}`, is not; \
@@ -415,8 +453,16 @@ pub async fn execute(
             }
         }
     }
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| !done[i] && waiting[i] == 0).collect();
-    let mut remaining = done.iter().filter(|d| !**d).count();
+    let mut ready: VecDeque<usize> = (0..n)
+        .filter(|&i| !done[i] && waiting[i] == 0 && !sched.conditional[i])
+        .collect();
+    let mut remaining = (0..n)
+        .filter(|&i| !done[i] && !sched.conditional[i])
+        .count();
+    // Rollback steps to run now: they start even after a failure halted the run.
+    let mut urgent: VecDeque<usize> = VecDeque::new();
+    // Finished, failed or skipped in this attempt (or finished earlier).
+    let mut settled: Vec<bool> = done.clone();
     let mut set: tokio::task::JoinSet<(usize, StepResult)> = tokio::task::JoinSet::new();
     let mut running = 0usize;
     let mut halted = false;
@@ -428,9 +474,65 @@ pub async fn execute(
             .unwrap_or(0)
     };
 
+    // After instance `$i` settled: when its batch is complete, pause and run the health gate
+    // of its rollout (a task whose index is `n + rollout`), then open the next batch.
+    macro_rules! advance {
+        ($i:expr) => {
+            if let rollout::Advance::Gate(r) = sched.settled($i, &settled) {
+                // After a halt or a stop nothing new starts; resume opens the batch.
+                if !halted && !cancel.stopping() {
+                    let ro = &mut sched.rollouts[r];
+                    ro.gate_runs += 1;
+                    let gates = ro
+                        .gates
+                        .iter()
+                        .map(|&g| {
+                            let inputs = if map_is_unknown(&plan.instances[g].inputs) {
+                                plan.reevaluate(g, &outcome.outputs)
+                                    .unwrap_or_else(|_| plan.instances[g].inputs.clone())
+                            } else {
+                                plan.instances[g].inputs.clone()
+                            };
+                            (
+                                g,
+                                inputs,
+                                attempts(&plan.instances[g].address) + ro.gate_runs,
+                            )
+                        })
+                        .collect();
+                    let g = rollout::GateRun {
+                        plan: plan.clone(),
+                        providers: providers.clone(),
+                        registry: registry.clone(),
+                        journal: journal.clone(),
+                        reporter: reporter.clone(),
+                        cancel: cancel.clone(),
+                        gates,
+                        pause: ro.pause,
+                        label: format!(
+                            "{}: after batch {}/{}",
+                            ro.address,
+                            ro.open,
+                            ro.batches.len()
+                        ),
+                    };
+                    running += 1;
+                    remaining += 1;
+                    set.spawn(async move { (n + r, rollout::run_gate(g).await) });
+                }
+            }
+        };
+    }
+
     while remaining > 0 {
-        while !halted && !cancel.stopping() && running < parallelism.max(1) {
-            let Some(i) = ready.pop_front() else { break };
+        while !cancel.stopping() && running < parallelism.max(1) {
+            let next = urgent
+                .pop_front()
+                .or_else(|| if halted { None } else { ready.pop_front() });
+            let Some(i) = next else { break };
+            if !sched.conditional[i] && !sched.admit(i) {
+                continue;
+            }
             let inst = &plan.instances[i];
             let inputs = if map_is_unknown(&inst.inputs) {
                 match plan.reevaluate(i, &outcome.outputs) {
@@ -470,6 +572,7 @@ pub async fn execute(
                 inputs,
                 attempt: attempts(&inst.address) + 1,
                 prepared: replay.and_then(|r| r.prepared.get(&inst.address).cloned()),
+                cancel: cancel.clone(),
             };
             let plan = plan.clone();
             let providers = providers.clone();
@@ -519,6 +622,39 @@ pub async fn execute(
                 )));
             }
         };
+        if i >= n {
+            // A rollout's pause and health gate between batches.
+            let r = i - n;
+            let label = format!(
+                "health check of {} after batch {}/{}",
+                sched.rollouts[r].address,
+                sched.rollouts[r].open,
+                sched.rollouts[r].batches.len()
+            );
+            match result {
+                StepResult::Journal(e) => return Err(ApplyError::Journal(e)),
+                StepResult::Failed(msg) | StepResult::InDoubt(msg) => {
+                    reporter.step_failed(&label, &msg);
+                    reporter.notice(&format!(
+                        "{}: rollout stopped: its health check failed; `opsctl apply --resume` continues with the next batch",
+                        sched.rollouts[r].address
+                    ));
+                    outcome.failures.push((label, msg));
+                    sched.stop(r);
+                    halted = true;
+                }
+                StepResult::Finished { durable, .. } => {
+                    pending.push(durable);
+                    ready.extend(sched.open_next(r));
+                }
+                StepResult::NotStarted => {
+                    if !cancel.stopping() {
+                        ready.extend(sched.open_next(r));
+                    }
+                }
+            }
+            continue;
+        }
         match result {
             StepResult::Finished {
                 action,
@@ -550,9 +686,10 @@ pub async fn execute(
                     .outputs
                     .insert(plan.instances[i].address.clone(), outputs);
                 done[i] = true;
+                settled[i] = true;
                 for &d in &dependents[i] {
                     // A dependent finished in an earlier attempt is never queued again.
-                    if done[d] {
+                    if done[d] || sched.conditional[d] || sched.conditional[i] {
                         continue;
                     }
                     waiting[d] -= 1;
@@ -560,6 +697,7 @@ pub async fn execute(
                         ready.push_back(d);
                     }
                 }
+                advance!(i);
             }
             StepResult::Journal(e) => return Err(ApplyError::Journal(e)),
             StepResult::InDoubt(msg) => {
@@ -568,6 +706,19 @@ pub async fn execute(
                     .in_doubt
                     .push((plan.instances[i].address.clone(), msg));
                 halted = true;
+                // A step that timed out failed to converge: its rollback runs (not on abort).
+                if !cancel.aborting() {
+                    let effect = sched.failed(&plan, i);
+                    queue_rollback(
+                        &plan,
+                        &effect.rollback,
+                        &done,
+                        &mut urgent,
+                        &mut remaining,
+                        reporter.as_ref(),
+                        i,
+                    );
+                }
             }
             StepResult::NotStarted => remaining += 1,
             StepResult::Failed(msg) => {
@@ -575,7 +726,42 @@ pub async fn execute(
                 outcome
                     .failures
                     .push((plan.instances[i].address.clone(), msg));
-                halted = true;
+                settled[i] = true;
+                let effect = sched.failed(&plan, i);
+                if let Some(note) = &effect.note {
+                    reporter.notice(note);
+                }
+                queue_rollback(
+                    &plan,
+                    &effect.rollback,
+                    &done,
+                    &mut urgent,
+                    &mut remaining,
+                    reporter.as_ref(),
+                    i,
+                );
+                if effect.halt {
+                    halted = true;
+                } else {
+                    // Independent steps go on; everything downstream of the failure is skipped.
+                    for d in rollout::dependents_of(i, &dependents, &done) {
+                        if settled[d] || sched.conditional[d] {
+                            continue;
+                        }
+                        settled[d] = true;
+                        remaining -= 1;
+                        let why = format!(
+                            "it depends on `{}`, which failed",
+                            plan.instances[i].address
+                        );
+                        reporter.step_skipped(&plan.instances[d].address, &why);
+                        outcome
+                            .skipped_dependents
+                            .push((plan.instances[d].address.clone(), why));
+                        advance!(d);
+                    }
+                    advance!(i);
+                }
             }
         }
     }
@@ -585,7 +771,7 @@ pub async fn execute(
     // Success is decided from what is durable, not from counters: every step instance has a
     // `step_finished` (or a `done` resolution) on disk by now.
     let unfinished: Vec<&str> = (0..n)
-        .filter(|&i| !done[i])
+        .filter(|&i| !done[i] && !sched.conditional[i])
         .map(|i| plan.instances[i].address.as_str())
         .collect();
     outcome.not_started = unfinished
@@ -636,7 +822,9 @@ pub async fn execute(
         journal
             .append(&Record::RunInterrupted {
                 at: now_rfc3339(),
-                reason: if cancel.aborting() {
+                reason: if let Some(why) = cancel.timed_out() {
+                    why
+                } else if cancel.aborting() {
                     "aborted by a second interrupt".into()
                 } else {
                     "interrupted by signal".into()
@@ -743,50 +931,84 @@ async fn run_step_inner(
         .clone()
         .or_else(|| st.prepare_for(&task.inputs, ctx.planned_state.as_ref()));
     ctx.prepared = prepared.clone();
-    journal
-        .append(&Record::StepStarted {
-            step: inst.address.clone(),
-            attempt: task.attempt,
-            at: now_rfc3339(),
-            prepared,
-        })
-        .await?;
-    reporter.step_started(&inst.address, action);
-    // At the deadline (or on abort) the step is asked to stop through `ctx.cancel` and given
-    // STOP_GRACE to do so (an `exec` terminates its command's process group); a step that
-    // was stopped while acting may have acted, so it is in doubt, not failed.
-    let apply = st.apply(&ctx, &task.inputs);
-    tokio::pin!(apply);
-    let mut stopped_by = None;
-    let applied = tokio::select! {
-        biased;
-        r = &mut apply => r,
-        _ = tokio::time::sleep(inst.timeout) => {
-            stopped_by = Some(format!(
-                "timed out after {}; it may have acted, so it is in doubt",
-                humantime::format_duration(inst.timeout)
-            ));
-            stop.cancel();
-            stop_within_grace(apply.as_mut()).await
+    let retry = plan.config.blocks[inst.block].execution.retry.as_ref();
+    let mut attempt = task.attempt;
+    let mut tried = 0u32;
+    let outputs = loop {
+        tried += 1;
+        journal
+            .append(&Record::StepStarted {
+                step: inst.address.clone(),
+                attempt,
+                at: now_rfc3339(),
+                prepared: prepared.clone(),
+            })
+            .await?;
+        if tried == 1 {
+            reporter.step_started(&inst.address, action);
+        } else {
+            reporter.notice(&format!("{}: attempt {attempt}", inst.address));
         }
-        _ = stop.cancelled() => {
-            stopped_by = Some(
-                "stopped by a second interrupt while it ran; it may have acted, so it is in doubt"
-                    .to_string(),
-            );
-            stop_within_grace(apply.as_mut()).await
-        }
-    };
-    let outputs = match (applied, stopped_by) {
-        (Ok(o), _) => o,
-        (Err(e), Some(why)) => {
-            // What the step said as it stopped (e.g. what it was still waiting for).
-            let why = fail(format!("{why}: {e}"));
-            return record_in_doubt(journal, &inst.address, why).await;
-        }
-        (Err(e), None) => {
-            let msg = fail(e.to_string());
-            return record_failure(journal, &inst.address, msg).await;
+        // At the deadline (or on abort) the step is asked to stop through `ctx.cancel` and
+        // given STOP_GRACE to do so (an `exec` terminates its command's process group); a step
+        // that was stopped while acting may have acted, so it is in doubt, not failed.
+        let apply = st.apply(&ctx, &task.inputs);
+        tokio::pin!(apply);
+        let mut stopped_by = None;
+        let applied = tokio::select! {
+            biased;
+            r = &mut apply => r,
+            _ = tokio::time::sleep(inst.timeout) => {
+                stopped_by = Some(format!(
+                    "timed out after {}; it may have acted, so it is in doubt",
+                    humantime::format_duration(inst.timeout)
+                ));
+                stop.cancel();
+                stop_within_grace(apply.as_mut()).await
+            }
+            _ = stop.cancelled() => {
+                stopped_by = Some(match task.cancel.timed_out() {
+                    Some(why) => format!("{why}; stopped while it ran, it may have acted, so it is in doubt"),
+                    None => "stopped by a second interrupt while it ran; it may have acted, so it is in doubt"
+                        .to_string(),
+                });
+                stop_within_grace(apply.as_mut()).await
+            }
+        };
+        match (applied, stopped_by) {
+            (Ok(o), _) => break o,
+            (Err(e), Some(why)) => {
+                // What the step said as it stopped (e.g. what it was still waiting for).
+                let why = fail(format!("{why}: {e}"));
+                return record_in_doubt(journal, &inst.address, why).await;
+            }
+            (Err(e), None) => {
+                let msg = fail(e.to_string());
+                let Some(delay) = retry::next_delay(retry, &e, tried) else {
+                    return record_failure(journal, &inst.address, msg).await;
+                };
+                // One attempt failed: journaled with the delay, then tried again.
+                journal
+                    .append(&Record::StepFailed {
+                        step: inst.address.clone(),
+                        at: now_rfc3339(),
+                        error: msg.clone(),
+                        retry_in_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                    })
+                    .await?;
+                let attempts = retry.map_or(1, |r| r.attempts);
+                reporter.notice(&format!(
+                    "{}: attempt {tried}/{attempts} failed; retrying in {:.1}s\n  {}",
+                    inst.address,
+                    delay.as_secs_f64(),
+                    msg.replace('\n', "\n  ")
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return Ok(StepResult::Failed(msg)),
+                }
+                attempt += 1;
+            }
         }
     };
     // Verify: the recorded result is what the API says.
@@ -861,6 +1083,29 @@ fn journaled(inst: &crate::plan::Instance, outputs: &Json, observed: Json) -> (J
     }
 }
 
+/// Queues the `rollback` steps of failed instance `failed` that did not finish already.
+fn queue_rollback(
+    plan: &Plan,
+    rollback: &[usize],
+    done: &[bool],
+    urgent: &mut VecDeque<usize>,
+    remaining: &mut usize,
+    reporter: &dyn Reporter,
+    failed: usize,
+) {
+    for &r in rollback {
+        if done[r] {
+            continue;
+        }
+        reporter.notice(&format!(
+            "{} failed: running its rollback {}",
+            plan.instances[failed].address, plan.instances[r].address
+        ));
+        urgent.push_back(r);
+        *remaining += 1;
+    }
+}
+
 /// Journals a step failure durably; returns the failed result.
 async fn record_failure(
     journal: &JournalWriter,
@@ -872,6 +1117,7 @@ async fn record_failure(
             step: step.to_string(),
             at: now_rfc3339(),
             error: msg.clone(),
+            retry_in_ms: None,
         })
         .await?;
     Ok(StepResult::Failed(msg))

@@ -291,6 +291,19 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     };
     let cancel = Arc::new(Cancel::default());
     let signals = spawn_signal_handler(cancel.clone());
+    if args.continue_on_error {
+        cancel.set_continue_on_error();
+    }
+    let run_timer = args.timeout.map(|limit| {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            cancel.time_out(format!(
+                "the run's --timeout of {} passed",
+                humantime::format_duration(limit)
+            ));
+        })
+    });
     let plan = Arc::new(p);
     let outcome = apply::execute(
         plan.clone(),
@@ -305,6 +318,9 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     )
     .await;
     signals.abort();
+    if let Some(t) = run_timer {
+        t.abort();
+    }
     reporter.finish();
     journal.close().await;
     let outcome = outcome.map_err(|e| format!("{e}; the journal up to this point is intact"))?;
@@ -331,6 +347,9 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             }
             for (step, why) in &outcome.in_doubt {
                 crate::errln!("error: {step}: {why}");
+            }
+            for (step, why) in &outcome.skipped_dependents {
+                crate::errln!("skipped: {step}: {why}");
             }
             crate::errln!("Fix the cause, then continue with `opsctl apply --resume`.");
             exit::ERROR

@@ -141,6 +141,14 @@ pub struct ApplyArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// After a failed step, let independent steps finish; the failed step's dependents are
+    /// skipped (as `on_failure = "continue"` on every step).
+    #[arg(long)]
+    pub continue_on_error: bool,
+    /// Stop the whole run after this long (`90s`, `30m`, `1h`): running steps are stopped and
+    /// journaled in doubt; the run is resumable.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// `opsctl force-unlock`.
@@ -167,6 +175,8 @@ const SINGLE_DASH: &[&str] = &[
     "state-dir",
     "resume",
     "in-doubt",
+    "continue-on-error",
+    "timeout",
     "help",
     "version",
 ];

@@ -7,6 +7,7 @@
 pub mod arith;
 pub mod diagnostic;
 pub mod eval;
+pub mod execution;
 pub mod functions;
 pub mod modules;
 pub mod refs;
@@ -199,6 +200,8 @@ pub struct BlockDef {
     pub provider: Option<(String, Span)>,
     /// `timeout = "60m"`.
     pub timeout: Option<Attr>,
+    /// `retry`, `rollout`, `on_failure`, `rollback` ([`execution`]).
+    pub execution: execution::Execution,
 }
 
 impl BlockDef {
@@ -493,6 +496,7 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Config, Diagnostics> {
         load_body(&mut config, *file_idx, body, &mut diags);
     }
     check_duplicates(&config, &mut diags);
+    execution::check(&config, &mut diags);
     if diags.has_errors() {
         diags.attach_sources(&config.sources);
         return Err(diags);
@@ -930,6 +934,7 @@ fn load_step(
         for_each: None,
         provider: None,
         timeout: None,
+        execution: execution::Execution::default(),
     };
     if !is_identifier(&def.name) {
         diags.push(
@@ -943,6 +948,12 @@ fn load_step(
     for s in block.body.iter() {
         let attr = match s {
             Structure::Attribute(attr) => attr,
+            Structure::Block(b)
+                if kind == BlockKind::Step && execution::BLOCKS.contains(&b.ident.as_str()) =>
+            {
+                execution::parse_block(&mut def, file, b, diags);
+                continue;
+            }
             Structure::Block(b) => {
                 diags.push(
                     Diagnostic::error(format!(
@@ -956,6 +967,10 @@ fn load_step(
             }
         };
         let key = attr.key.as_str();
+        if kind == BlockKind::Step && execution::ATTRS.contains(&key) {
+            execution::parse_attr(&mut def, file, attr, diags);
+            continue;
+        }
         if STEP_META.contains(&key) {
             let a = make_attr(file, attr);
             match key {

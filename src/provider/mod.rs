@@ -213,6 +213,9 @@ pub enum InDoubt {
 pub struct ProviderError {
     /// The message, including the server's answer.
     pub message: String,
+    /// Whether trying again may succeed (throttling, a 5xx answer, a dropped connection):
+    /// a step's `retry { on = "transient" }` retries only these.
+    pub transient: bool,
 }
 
 impl ProviderError {
@@ -220,6 +223,15 @@ impl ProviderError {
     pub fn new(message: impl Into<String>) -> ProviderError {
         ProviderError {
             message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// A new error that trying again may cure (see [`ProviderError::transient`]).
+    pub fn new_transient(message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            message: message.into(),
+            transient: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the terminal (through the writers it is given, or indicatif).
 
 pub mod progress;
+pub mod safe;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -239,6 +240,7 @@ pub fn plan_text(plan: &Plan) -> String {
             out.push('\n');
         }
     }
+    out.push_str(&safe::execution_text(plan));
     let _ = writeln!(out, "{}", summary_line(plan.counts()));
     let outputs: Vec<_> = plan.outputs.iter().collect();
     if !outputs.is_empty() {

@@ -109,6 +109,11 @@ pub enum Record {
         at: String,
         /// The error message.
         error: String,
+        /// Set when the step's `retry` tries it again after this long (milliseconds): the
+        /// failure is one attempt's, and a `step_started` with the next attempt number follows.
+        /// Absent otherwise (and in journals written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
     },
     /// A step was stopped while it acted (its timeout passed, or the run was aborted): it may
     /// or may not have taken effect, so resume treats it as in doubt.
@@ -1144,6 +1149,7 @@ mod tests {
                 step: "b".into(),
                 at: "t".into(),
                 error: "boom \"quoted\"\nnewline".into(),
+                retry_in_ms: None,
             },
             Record::StepResolved {
                 step: "b".into(),
@@ -1669,6 +1675,7 @@ mod tests {
             step: step.into(),
             at: "t".into(),
             error: error.into(),
+            retry_in_ms: None,
         };
         let resolved = |step: &str, resolution: &str| Record::StepResolved {
             step: step.into(),

@@ -370,12 +370,25 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 }
 
 /// Renders an API error: `OPERATION TARGET: the server answered CODE REASON: MESSAGE`.
+/// Marked transient (for `retry { on = "transient" }`) when client-go's `IsTooManyRequests`,
+/// `IsServerTimeout`/`IsTimeout`, `IsServiceUnavailable`/`IsInternalError` would hold, or when
+/// no answer came (connection, TLS, HTTP errors).
 pub fn api_error(operation: &str, target: &str, e: &kube::Error) -> ProviderError {
     match e {
-        kube::Error::Api(r) => ProviderError::new(format!(
-            "{operation} {target}: the server answered {} {}: {}",
-            r.code, r.reason, r.message
-        )),
+        kube::Error::Api(r) => {
+            let message = format!(
+                "{operation} {target}: the server answered {} {}: {}",
+                r.code, r.reason, r.message
+            );
+            if matches!(r.code, 429 | 500 | 502 | 503 | 504) {
+                ProviderError::new_transient(message)
+            } else {
+                ProviderError::new(message)
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            ProviderError::new_transient(format!("{operation} {target}: {}", chain(e)))
+        }
         other => ProviderError::new(format!("{operation} {target}: {}", chain(other))),
     }
 }
