@@ -59,13 +59,23 @@ fn badly_laid_out_file_becomes_canonical() {
     work.write("main.hcl", MESSY);
     let out = fmt(&work, &[]);
     out.expect_success();
-    assert_eq!(out.stdout.trim(), "main.hcl", "fmt lists the file it changed\n{out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "main.hcl",
+        "fmt lists the file it changed\n{out}"
+    );
     let formatted = work.read("main.hcl");
     // The canonical layout's properties, spelled out (the snapshot shows the whole file).
     assert!(formatted.ends_with("}\n") && !formatted.ends_with("\n\n"));
-    assert!(!formatted.contains("\n\n\n"), "at most one blank line:\n{formatted}");
+    assert!(
+        !formatted.contains("\n\n\n"),
+        "at most one blank line:\n{formatted}"
+    );
     assert!(!formatted.contains('\t'));
-    assert!(formatted.lines().all(|l| l == l.trim_end()), "trailing whitespace:\n{formatted}");
+    assert!(
+        formatted.lines().all(|l| l == l.trim_end()),
+        "trailing whitespace:\n{formatted}"
+    );
     assert!(formatted.contains("  type        = string\n  default     = \"worker-1\"\n"));
     assert!(formatted.contains("  ignore_daemonsets = true\n\n  delete_emptydir_data = true\n"));
     assert!(formatted.contains("    app                     = \"web\"\n"));
@@ -121,7 +131,9 @@ fn messy(text: &str) -> String {
             let line = match trimmed.split_once(" = ") {
                 Some((key, value))
                     if !key.is_empty()
-                        && key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ' ') =>
+                        && key
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == ' ') =>
                 {
                     format!("{}={value}", key.trim_end())
                 }
@@ -152,7 +164,11 @@ fn formatting_is_idempotent_and_keeps_the_meaning_of_every_repository_file() {
     let work = Workdir::new();
     // Each file is also made messy (tabs, no spaces around `=`) to exercise the formatter.
     for file in &files {
-        let rel = file.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let text = std::fs::read_to_string(file).unwrap();
         work.write(&rel, &text);
         work.write(&format!("messy/{rel}"), &messy(&text));
@@ -162,7 +178,11 @@ fn formatting_is_idempotent_and_keeps_the_meaning_of_every_repository_file() {
     out.expect_success();
     assert_eq!(out.stdout, "", "a second fmt changed files\n{out}");
     for file in &files {
-        let rel = file.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let before: hcl::Body = hcl::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         for path in [rel.clone(), format!("messy/{rel}")] {
             let after: hcl::Body = hcl::from_str(&work.read(&path))
@@ -252,8 +272,14 @@ fn heredocs_are_untouched() {
     );
     fmt(&work, &[]).expect_success();
     let formatted = work.read("main.hcl");
-    assert!(formatted.contains(&format!("  script = {heredoc}")), "{formatted}");
-    assert!(formatted.contains(&format!("  other = {indented}")), "{formatted}");
+    assert!(
+        formatted.contains(&format!("  script = {heredoc}")),
+        "{formatted}"
+    );
+    assert!(
+        formatted.contains(&format!("  other = {indented}")),
+        "{formatted}"
+    );
     fmt(&work, &["--check"]).expect_code(0);
 }
 
@@ -276,11 +302,17 @@ fn check_exits_3_on_an_unformatted_file_and_0_on_a_formatted_one() {
 #[test]
 fn diff_prints_a_unified_diff() {
     let work = Workdir::new();
-    work.write("main.hcl", "step \"noop\" \"a\" {\n  x=1\n  longer = 2\n}\n");
+    work.write(
+        "main.hcl",
+        "step \"noop\" \"a\" {\n  x=1\n  longer = 2\n}\n",
+    );
     let out = fmt(&work, &["--check", "--diff"]);
     out.expect_code(3);
     insta::assert_snapshot!("diff", out.stdout);
-    assert!(work.read("main.hcl").contains("x=1"), "--check --diff writes nothing");
+    assert!(
+        work.read("main.hcl").contains("x=1"),
+        "--check --diff writes nothing"
+    );
     // Without --check the diff is printed and the file written.
     fmt(&work, &["--diff"]).expect_success();
     assert!(work.read("main.hcl").contains("  x      = 1\n"));
@@ -312,7 +344,14 @@ fn recursive_descends_into_directories_skipping_hidden_ones() {
     for name in ["a.hcl", "sub/b.hcl", "sub/deeper/c.hcl"] {
         assert_eq!(work.read(name), "a = 1\n", "{name}");
     }
-    for name in [".hidden/d.hcl", ".terraform/e.hcl", "sub/.f.hcl", "sub/g.hcl~", "sub/#h.hcl#", "sub/i.txt"] {
+    for name in [
+        ".hidden/d.hcl",
+        ".terraform/e.hcl",
+        "sub/.f.hcl",
+        "sub/g.hcl~",
+        "sub/#h.hcl#",
+        "sub/i.txt",
+    ] {
         assert_eq!(work.read(name), "a=1\n", "{name} must be skipped");
     }
     // An explicit file is formatted whatever its name.
@@ -338,14 +377,24 @@ fn standard_input_goes_to_standard_output() {
 #[test]
 fn a_file_that_does_not_parse_is_an_error_at_its_line_and_column() {
     let work = Workdir::new();
-    work.write("bad.hcl", "a = 1\nstep \"exec\" \"x\" {\n  command = \"unterminated\n}\n");
+    work.write(
+        "bad.hcl",
+        "a = 1\nstep \"exec\" \"x\" {\n  command = \"unterminated\n}\n",
+    );
     work.write("good.hcl", "a=1\n");
     let out = fmt(&work, &[]);
     out.expect_code(1);
     assert!(out.stderr.contains("bad.hcl:3:13"), "{out}");
     assert!(out.stderr.contains("syntax error"), "{out}");
-    assert_eq!(work.read("bad.hcl"), "a = 1\nstep \"exec\" \"x\" {\n  command = \"unterminated\n}\n");
-    assert_eq!(work.read("good.hcl"), "a = 1\n", "the other files are still formatted");
+    assert_eq!(
+        work.read("bad.hcl"),
+        "a = 1\nstep \"exec\" \"x\" {\n  command = \"unterminated\n}\n"
+    );
+    assert_eq!(
+        work.read("good.hcl"),
+        "a = 1\n",
+        "the other files are still formatted"
+    );
     // --check reports the error, not "would change".
     fmt(&work, &["--check"]).expect_code(1);
 }

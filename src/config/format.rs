@@ -18,7 +18,9 @@
 //! - comments (`#`, `//`, `/* */`, trailing) kept where they were, re-indented; heredocs and
 //!   quoted strings untouched.
 
-use hcl_edit::expr::{Array, Expression, FuncArgs, Object, ObjectValueTerminator, TraversalOperator};
+use hcl_edit::expr::{
+    Array, Expression, FuncArgs, Object, ObjectValueTerminator, TraversalOperator,
+};
 use hcl_edit::structure::{Block, Body, Structure};
 use hcl_edit::{Decor, Decorate};
 
@@ -65,12 +67,11 @@ pub fn syntax_error(
     use super::{Diagnostic, Diagnostics, SourceFile, Sources, Span};
     let diag = match super::syntax::explain(text) {
         Some(problem) => {
-            let d = Diagnostic::error(format!("syntax error: {}", problem.message)).with_span(
-                Span {
+            let d =
+                Diagnostic::error(format!("syntax error: {}", problem.message)).with_span(Span {
                     file: 0,
                     range: problem.range,
-                },
-            );
+                });
             match problem.note {
                 Some(note) => d.with_note(note),
                 None => d,
@@ -166,7 +167,13 @@ fn breaks(part: Option<&hcl_edit::RawString>) -> bool {
 ///
 /// `at_line_start`: the output is at the start of a line (its line break already written).
 /// `no_blank`: drop a blank line (right after an opening bracket).
-fn separate(out: &mut String, newlines: usize, ind: &str, at_line_start: &mut bool, no_blank: bool) {
+fn separate(
+    out: &mut String,
+    newlines: usize,
+    ind: &str,
+    at_line_start: &mut bool,
+    no_blank: bool,
+) {
     if newlines == 0 {
         if *at_line_start {
             out.push_str(ind);
@@ -205,7 +212,13 @@ fn lead(raw: &str, ind: &str, open: bool, first: bool) -> String {
         if last_is_line && newlines == 0 {
             newlines = 1;
         }
-        separate(&mut out, newlines, ind, &mut at_line_start, first && !own_line);
+        separate(
+            &mut out,
+            newlines,
+            ind,
+            &mut at_line_start,
+            first && !own_line,
+        );
         own_line |= newlines > 0 || !open;
         out.push_str(&c.text);
         last_is_line = c.is_line();
@@ -214,7 +227,13 @@ fn lead(raw: &str, ind: &str, open: bool, first: bool) -> String {
     if newlines == 0 && (t.comments.is_empty() || last_is_line) {
         newlines = 1;
     }
-    separate(&mut out, newlines, ind, &mut at_line_start, first && !own_line);
+    separate(
+        &mut out,
+        newlines,
+        ind,
+        &mut at_line_start,
+        first && !own_line,
+    );
     out
 }
 
@@ -235,7 +254,13 @@ fn trail(raw: &str, inner: &str, outer: &str, open: bool, empty: bool) -> String
         if last_is_line && newlines == 0 {
             newlines = 1;
         }
-        separate(&mut out, newlines, inner, &mut at_line_start, empty && !own_line);
+        separate(
+            &mut out,
+            newlines,
+            inner,
+            &mut at_line_start,
+            empty && !own_line,
+        );
         own_line |= newlines > 0 || !open;
         out.push_str(&c.text);
         last_is_line = c.is_line();
@@ -502,7 +527,8 @@ fn format_block(block: &mut Block, ind: &str) {
     body.decor_mut().set_prefix(tail(&prefix));
     let empty = body.is_empty();
     format_items(body, &inner);
-    body.decor_mut().set_suffix(trail(&suffix, &inner, ind, false, empty));
+    body.decor_mut()
+        .set_suffix(trail(&suffix, &inner, ind, false, empty));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,7 +647,11 @@ fn format_for(f: &mut hcl_edit::expr::ForExpr, ind: &str) {
             format_expr(&mut cond.expr, at);
             let p = raw(cond.expr.decor().prefix());
             cond.expr.decor_mut().set_prefix(inline(&p, " ", at));
-            let closing = format!("{}{}", raw(cond.expr.decor().suffix()), raw(cond.decor().suffix()));
+            let closing = format!(
+                "{}{}",
+                raw(cond.expr.decor().suffix()),
+                raw(cond.decor().suffix())
+            );
             cond.expr.decor_mut().set_suffix("");
             cond.decor_mut().set_suffix("");
             closing
@@ -657,10 +687,7 @@ fn for_decors(f: &hcl_edit::expr::ForExpr) -> Vec<Decor> {
 /// Lays out an array: on one line (`[a, b]`) as written, or one element per line.
 fn format_array(array: &mut Array, ind: &str) {
     let inner = format!("{ind}{INDENT}");
-    let multi = array
-        .iter()
-        .any(breaks_around)
-        || array.trailing().contains('\n');
+    let multi = array.iter().any(breaks_around) || array.trailing().contains('\n');
     if array.is_empty() {
         let t = raw(Some(array.trailing()));
         let t = if scan(&t).comments.is_empty() {
@@ -694,7 +721,13 @@ fn format_array(array: &mut Array, ind: &str) {
     }
     let t = raw(Some(array.trailing()));
     if multi {
-        array.set_trailing(trail(&format!("{last_suffix}{t}"), &inner, ind, true, false));
+        array.set_trailing(trail(
+            &format!("{last_suffix}{t}"),
+            &inner,
+            ind,
+            true,
+            false,
+        ));
     } else {
         array.set_trailing(inline(&t, "", ind));
     }
@@ -703,10 +736,7 @@ fn format_array(array: &mut Array, ind: &str) {
 /// Lays out a function call's arguments like an array.
 fn format_args(args: &mut FuncArgs, ind: &str) {
     let inner = format!("{ind}{INDENT}");
-    let multi = args
-        .iter()
-        .any(breaks_around)
-        || args.trailing().contains('\n');
+    let multi = args.iter().any(breaks_around) || args.trailing().contains('\n');
     let len = args.len();
     let comma = args.trailing_comma() || args.expand_final();
     let mut last_suffix = String::new();
@@ -730,7 +760,13 @@ fn format_args(args: &mut FuncArgs, ind: &str) {
     }
     let t = raw(Some(args.trailing()));
     if multi {
-        args.set_trailing(trail(&format!("{last_suffix}{t}"), &inner, ind, true, len == 0));
+        args.set_trailing(trail(
+            &format!("{last_suffix}{t}"),
+            &inner,
+            ind,
+            true,
+            len == 0,
+        ));
     } else {
         args.set_trailing(inline(&t, "", ind));
     }
@@ -759,7 +795,11 @@ fn format_object(object: &mut Object, ind: &str) {
     for (i, (mut key, value)) in object.iter_mut().enumerate() {
         if multi {
             let p = lead(&raw(key.decor().prefix()), &inner, open, i == 0);
-            let joins = if open { p == format!("\n{inner}") } else { p == inner };
+            let joins = if open {
+                p == format!("\n{inner}")
+            } else {
+                p == inner
+            };
             key.decor_mut().set_prefix(p);
             key.decor_mut().set_suffix(" ");
             let expr = value.expr_mut();
@@ -930,7 +970,10 @@ s = [ # after bracket
         assert_eq!(format("").unwrap(), "");
         assert_eq!(format("\n\n  \n").unwrap(), "");
         assert_eq!(format("\n# only\n\n\n").unwrap(), "# only\n");
-        assert_eq!(format("a=1\r\nb {\r\n  c=2\r\n}\r\n").unwrap(), "a = 1\nb {\n  c = 2\n}\n");
+        assert_eq!(
+            format("a=1\r\nb {\r\n  c=2\r\n}\r\n").unwrap(),
+            "a = 1\nb {\n  c = 2\n}\n"
+        );
     }
 
     #[test]
