@@ -15,7 +15,8 @@
 #                       one OpenBao dev server with it
 # Environment: OPSCTL_CACHE (default ~/.cache/opsctl), CARGO_TARGET_DIR
 # (default $OPSCTL_CACHE/target), OPSCTL_TEST_THREADS (default 4).
-# Exits with cargo's status.
+# Exits with cargo's status; before the tests, with opsctl fmt's status (3) when an .hcl
+# file of the repository is not formatted (`opsctl fmt --check --recursive .`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,6 +64,15 @@ fi
 
 echo "test: cargo build --locked --all-targets (target dir $CARGO_TARGET_DIR)"
 cargo build --locked --all-targets
+
+# Every .hcl file of the repository is in the canonical layout (exit 3: some file is not).
+echo "test: opsctl fmt --check --recursive ."
+fmt_status=0
+"$CARGO_TARGET_DIR/debug/opsctl" fmt --check --recursive . || fmt_status=$?
+if ((fmt_status != 0)); then
+    echo "test: the files listed above are not formatted (exit $fmt_status); run \`opsctl fmt --recursive .\`" >&2
+    exit "$fmt_status"
+fi
 
 echo "test: cargo test --locked ${cargo_args[*]+"${cargo_args[*]}"} -- ${test_args[*]}"
 exec cargo test --locked "${cargo_args[@]+"${cargo_args[@]}"}" -- "${test_args[@]}"

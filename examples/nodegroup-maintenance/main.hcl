@@ -3,7 +3,7 @@
 # `aws eks update-nodegroup-config --scaling-config minSize=2,maxSize=8,desiredSize=...`).
 #
 #   opsctl plan  --var date=$(date -u +%Y%m%d-%H%M%S)
-#   opsctl apply --var date=... 
+#   opsctl apply --var date=...
 
 variable "cluster" {
   type        = string

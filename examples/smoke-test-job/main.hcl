@@ -51,10 +51,10 @@ provider "kubernetes" {
 
 # Run the smoke tests; the step waits for the Job to complete (`timeout` as kubectl's 300s).
 step "kubernetes_job" "smoke_tests" {
-  name                    = "smoke-tests"
-  image                   = var.image
-  env                     = { HEALTH_URLS = join(" ", var.health_urls) }
-  command                 = ["/bin/sh", "-c", <<-SCRIPT
+  name  = "smoke-tests"
+  image = var.image
+  env   = { HEALTH_URLS = join(" ", var.health_urls) }
+  command = ["/bin/sh", "-c", <<-SCRIPT
     failed=0
     for url in $HEALTH_URLS; do
       code=$(curl -s -o /dev/null -w '%%{http_code}' --max-time 10 "$url")

@@ -6,6 +6,7 @@
 
 mod apply;
 mod common;
+mod fmt;
 mod plan;
 mod unlock;
 mod validate;
@@ -49,6 +50,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove the state lock left by another run, given its ID.
     ForceUnlock(UnlockArgs),
+    /// Rewrite configuration files in the canonical layout (as `terraform fmt`).
+    Fmt(FmtArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -165,6 +168,24 @@ pub struct UnlockArgs {
     pub state_dir: PathBuf,
 }
 
+/// `opsctl fmt`.
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Write nothing; exit 3 when a file is not in the canonical layout (listing it).
+    #[arg(long)]
+    pub check: bool,
+    /// Print a unified diff of the changes.
+    #[arg(long)]
+    pub diff: bool,
+    /// Also format the `*.hcl` files of sub-directories (hidden ones skipped).
+    #[arg(long)]
+    pub recursive: bool,
+    /// Files or directories (default: the current directory); `-` formats standard input to
+    /// standard output.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
 const SINGLE_DASH: &[&str] = &[
     "var",
     "var-file",
@@ -179,6 +200,9 @@ const SINGLE_DASH: &[&str] = &[
     "timeout",
     "help",
     "version",
+    "check",
+    "diff",
+    "recursive",
 ];
 
 /// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
@@ -240,7 +264,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) => None,
+        Command::Validate(_) | Command::Plan(_) | Command::Fmt(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -251,6 +275,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
+        Command::Fmt(a) => fmt::run(a),
     }
 }
 

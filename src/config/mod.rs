@@ -8,6 +8,7 @@ pub mod arith;
 pub mod diagnostic;
 pub mod eval;
 pub mod execution;
+pub mod format;
 pub mod functions;
 pub mod modules;
 pub mod refs;
@@ -421,7 +422,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
 
 /// Whether a directory entry named `name` is a configuration file: `*.hcl`, and neither
 /// hidden (`.x.hcl`) nor an editor's backup (`x.hcl~`) or autosave (`#x.hcl#`).
-fn is_config_file_name(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_config_file_name(name: &std::ffi::OsStr) -> bool {
     let name = name.as_encoded_bytes();
     // Backups (`main.hcl~`) and autosaves (`#main.hcl#`) do not end in `.hcl`; Emacs' lock
     // links (`.#main.hcl`) are hidden.
