@@ -7,6 +7,7 @@
 mod apply;
 mod common;
 mod plan;
+mod saved;
 mod unlock;
 mod validate;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove the state lock left by another run, given its ID.
     ForceUnlock(UnlockArgs),
+    /// Show a saved plan (`opsctl plan --out FILE`) as text, or as JSON with `--json`.
+    Show(ShowArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -105,6 +108,9 @@ pub struct PlanArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// Save the plan to FILE, for `opsctl apply FILE` to apply exactly.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// What to do with an interrupted step that cannot tell whether it took effect.
@@ -141,6 +147,30 @@ pub struct ApplyArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// A saved plan (`opsctl plan --out FILE`) to apply exactly: refused if the configuration
+    /// changed or it was applied already; each step stops before acting if its target is no
+    /// longer as planned ("plan is stale").
+    #[arg(value_name = "FILE", conflicts_with = "discard_unfinished")]
+    pub plan_file: Option<PathBuf>,
+    /// With `--resume` of a run of a saved plan: plan the remaining steps again from the
+    /// configuration (shown and approved as a normal apply) instead of the saved plan.
+    #[arg(long, requires = "resume", conflicts_with = "plan_file")]
+    pub replan: bool,
+    /// With a saved plan: ask for `yes` before applying (a saved plan was approved when it
+    /// was reviewed, so apply does not ask otherwise).
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+/// `opsctl show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The saved plan.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the plan as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `opsctl force-unlock`.
@@ -167,6 +197,10 @@ const SINGLE_DASH: &[&str] = &[
     "state-dir",
     "resume",
     "in-doubt",
+    "out",
+    "replan",
+    "confirm",
+    "json",
     "help",
     "version",
 ];
@@ -230,7 +264,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) => None,
+        Command::Validate(_) | Command::Plan(_) | Command::Show(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -241,6 +275,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
+        Command::Show(a) => saved::run_show(a),
     }
 }
 
