@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::Digest as _;
 
-use crate::config::eval::{is_unknown, json_is_unknown, to_json, UNKNOWN};
+use crate::config::eval::{is_unknown, json_is_unknown, to_json as value_to_json, UNKNOWN};
 use crate::config::Config;
 use crate::plan::redact::REDACTED;
 use crate::plan::{Counts, Plan};
@@ -293,7 +293,7 @@ impl SavedPlan {
             .iter()
             .map(|(name, value, sensitive)| {
                 let unknown = is_unknown(value);
-                let json = to_json(value);
+                let json = value_to_json(value);
                 let value = (!*sensitive && !unknown && !leaks(plan, &json)).then_some(json);
                 SavedOutput {
                     name: name.clone(),
