@@ -10,7 +10,9 @@ mod support;
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value as Json};
-use support::{aws_python, opsctl, run, run_with_stdin, seed_platform, MotoServer, Output, Workdir};
+use support::{
+    aws_python, opsctl, run, run_with_stdin, seed_platform, MotoServer, Output, Workdir,
+};
 
 /// `opsctl ARGS --state-dir <work>/state` with optional `OPSCTL_VAR_*` variables, no server.
 fn ops(work: &Workdir, args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -50,7 +52,10 @@ fn planned(hcl: &str) -> Workdir {
 fn a_plan_edited_by_hand_or_of_an_unknown_format_version_is_refused() {
     let work = planned(TWO_STEPS);
     let original = work.read("plan.json");
-    assert!(original.contains("\"format_version\": \"1.0\""), "{original}");
+    assert!(
+        original.contains("\"format_version\": \"1.0\""),
+        "{original}"
+    );
 
     // One character of a command changed: the digest no longer matches.
     work.write("plan.json", &original.replace("echo two", "echo TWO"));
@@ -115,7 +120,10 @@ fn a_plan_applies_without_a_prompt_once_and_is_refused_the_second_time() {
         .arg(work.state_dir());
     let asked = run_with_stdin(&mut c, "no\n");
     asked.expect_code(1);
-    assert!(asked.stdout.contains("Only `yes` will be accepted"), "{asked}");
+    assert!(
+        asked.stdout.contains("Only `yes` will be accepted"),
+        "{asked}"
+    );
     assert_eq!(lines(&work, "ran.txt"), 0);
 
     // Without it, no prompt (stdin is closed): the plan was the approval.
@@ -142,7 +150,10 @@ fn a_plan_applies_without_a_prompt_once_and_is_refused_the_second_time() {
             .contains("this plan was already applied by run `"),
         "{second}"
     );
-    assert!(second.stderr.contains("it finished successfully"), "{second}");
+    assert!(
+        second.stderr.contains("it finished successfully"),
+        "{second}"
+    );
     assert_eq!(lines(&work, "ran.txt"), 2, "nothing ran the second time");
 }
 
@@ -169,7 +180,10 @@ fn a_sensitive_variable_is_not_in_the_file_and_must_be_supplied_again() {
     let p = ops(&work, &["plan", "--out", "plan.json"], &[("pin", SECRET)]);
     p.expect_success();
     let file = work.read("plan.json");
-    assert!(!file.contains(SECRET), "the secret is in the plan file:\n{file}");
+    assert!(
+        !file.contains(SECRET),
+        "the secret is in the plan file:\n{file}"
+    );
     assert!(file.contains("\"argon2\""), "{file}");
     let shown = ops(&work, &["show", "plan.json"], &[]);
     shown.expect_success();
@@ -196,7 +210,10 @@ fn a_sensitive_variable_is_not_in_the_file_and_must_be_supplied_again() {
         &[("pin", SECRET)],
     );
     other.expect_code(1);
-    assert!(other.stderr.contains("a saved plan holds its variables"), "{other}");
+    assert!(
+        other.stderr.contains("a saved plan holds its variables"),
+        "{other}"
+    );
     assert_eq!(lines(&work, "ran.txt"), 0);
 
     let right = ops(&work, &["apply", "plan.json"], &[("pin", SECRET)]);
@@ -400,7 +417,8 @@ step "kubernetes_scale" "second" {
         }
     };
     assert_eq!(replicas("first").await, Some(1), "plan wrote nothing");
-    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(c.clone(), "saved-stale");
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), "saved-stale");
     api.patch(
         "second",
         &PatchParams::default(),
@@ -425,9 +443,16 @@ step "kubernetes_scale" "second" {
         ) || stale.stderr.contains("plan is stale: `replicas` was 1 when the plan was made and is 5 now"),
         "{stale}"
     );
-    assert!(stale.stderr.contains("step.kubernetes_scale.second"), "{stale}");
+    assert!(
+        stale.stderr.contains("step.kubernetes_scale.second"),
+        "{stale}"
+    );
     assert_eq!(replicas("first").await, Some(2), "the earlier step ran");
-    assert_eq!(replicas("second").await, Some(5), "the stale step did not act");
+    assert_eq!(
+        replicas("second").await,
+        Some(5),
+        "the stale step did not act"
+    );
     assert_eq!(
         deployment(&c, "saved-stale", "second")
             .await
@@ -452,10 +477,9 @@ step "kubernetes_scale" "second" {
     );
     assert_eq!(replicas("second").await, Some(5));
 
-    let replanned = blocking(move || {
-        opsctl_run(&work, &["apply", "--resume", "--replan", "--auto-approve"])
-    })
-    .await;
+    let replanned =
+        blocking(move || opsctl_run(&work, &["apply", "--resume", "--replan", "--auto-approve"]))
+            .await;
     replanned.expect_success();
     assert!(
         replanned.stdout.contains("~ replicas: 5 -> 3"),

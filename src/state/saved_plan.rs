@@ -506,8 +506,7 @@ impl SavedPlan {
                     inst.address
                 ));
             };
-            if s.type_name != inst.type_name || (s.target != REDACTED && s.target != inst.target)
-            {
+            if s.type_name != inst.type_name || (s.target != REDACTED && s.target != inst.target) {
                 return Err(format!(
                     "plan is stale: step `{}` now acts on `{}`, the plan on `{}`; nothing was applied. Make a new plan",
                     inst.address, inst.target, s.target
@@ -614,12 +613,7 @@ pub fn render_text(saved: &SavedPlan) -> String {
         out.push_str("Symbols: + create, ~ update in place, - delete, -/+ replace, > run\n\n");
         for s in acting {
             let action = parse_action(&s.action).unwrap_or(Action::Run);
-            let _ = writeln!(
-                out,
-                "  # {} {}",
-                s.address,
-                crate::render::describe(action)
-            );
+            let _ = writeln!(out, "  # {} {}", s.address, crate::render::describe(action));
             let _ = writeln!(out, "  #   target: {}", s.target);
             if !s.depends_on.is_empty() {
                 let names: Vec<&str> = s.depends_on.iter().take(5).map(String::as_str).collect();
@@ -859,11 +853,7 @@ mod tests {
     fn stale_fields_are_named_with_both_values() {
         let p = sample();
         let e = Expected {
-            fields: [(
-                "step.noop.a".to_string(),
-                p.body.steps[0].fields.clone(),
-            )]
-            .into(),
+            fields: [("step.noop.a".to_string(), p.body.steps[0].fields.clone())].into(),
         };
         let live = |v: i64| FieldChange {
             path: "spec.replicas".into(),
@@ -873,7 +863,9 @@ mod tests {
         assert!(e.check("step.noop.a", &[live(2)]).is_ok());
         let err = e.check("step.noop.a", &[live(5)]).unwrap_err();
         assert!(
-            err.contains("plan is stale: `spec.replicas` was 2 when the plan was made and is 5 now"),
+            err.contains(
+                "plan is stale: `spec.replicas` was 2 when the plan was made and is 5 now"
+            ),
             "{err}"
         );
     }
