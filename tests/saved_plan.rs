@@ -17,7 +17,10 @@ use support::{
 /// `opsctl ARGS --state-dir <work>/state` with optional `OPSCTL_VAR_*` variables, no server.
 fn ops(work: &Workdir, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut c = opsctl(work, None);
-    c.args(args).arg("--state-dir").arg(work.state_dir());
+    c.args(args);
+    if args[0] != "show" {
+        c.arg("--state-dir").arg(work.state_dir());
+    }
     for (k, v) in vars {
         c.env(format!("OPSCTL_VAR_{k}"), v);
     }
