@@ -3,7 +3,9 @@
 
 Each procedure has N steps in chains of 10 (every step depends on the one before it, except
 every tenth, which starts a new chain). Prints wall time of `opsctl plan`, of
-`opsctl apply --auto-approve` (with its durable journal), and peak memory (max RSS) of each.
+`opsctl apply --auto-approve` (with its durable journal), and peak memory (max RSS) of each;
+then, for the 5,000-step procedure, `opsctl plan --out FILE`, `opsctl show --json FILE` and the
+saved plan's size in bytes.
 
     scripts/bench.py [--opsctl PATH] [--sizes 1000,5000,10000] [--repeat 3]
 """
@@ -44,6 +46,25 @@ def run(cmd, cwd):
     return elapsed, usage.ru_maxrss / 1024.0
 
 
+def saved_plan_figures(opsctl: str, repeat: int, n: int = 5000) -> None:
+    """Saved plans: `plan --out` and `show --json` of the n-step procedure, and the file size."""
+    work = tempfile.mkdtemp(prefix=f"opsctl-bench-saved-{n}-")
+    try:
+        generate(work, n)
+        outs, shows = [], []
+        for _ in range(repeat):
+            outs.append(run([opsctl, "plan", "--out", "plan.json"], work))
+            shows.append(run([opsctl, "show", "--json", "plan.json"], work))
+        size = os.path.getsize(os.path.join(work, "plan.json"))
+        print(
+            f"saved plan, {n} steps: plan --out {min(o[0] for o in outs):.3f} s "
+            f"({max(o[1] for o in outs):.1f} MiB), show --json {min(s[0] for s in shows):.3f} s "
+            f"({max(s[1] for s in shows):.1f} MiB), file {size} bytes"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +95,7 @@ def main() -> None:
             print(f"{n:>6} {plan_s:>8.3f} {plan_m:>9.1f} {apply_s:>8.3f} {apply_m:>10.1f} {apply_s / n * 1e6:>8.0f}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    saved_plan_figures(args.opsctl, args.repeat)
     if 5000 in results and 10000 in results:
         p5, a5 = results[5000]
         p10, a10 = results[10000]

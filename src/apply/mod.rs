@@ -879,7 +879,9 @@ async fn run_step_inner(
     // Re-read the live target: earlier steps or people may have changed it since the plan.
     let mut action = inst.change.action;
     let mut observed_before = None;
-    if st.reads() && (action != Action::NoOp || st.gate()) {
+    // A saved plan: every step that reads is checked against the plan's `before`.
+    let expected = plan.saved.as_ref().filter(|e| e.has(&inst.address));
+    if st.reads() && (action != Action::NoOp || st.gate() || expected.is_some()) {
         match st.read(&ctx, &task.inputs).await {
             Ok(state) => {
                 let current = match &state {
@@ -887,7 +889,14 @@ async fn run_step_inner(
                     None => Current::Absent,
                 };
                 match st.plan(&task.inputs, current) {
-                    Ok(c) => action = c.action,
+                    Ok(c) => {
+                        // Before the side effect: the target must still be as planned.
+                        if let Some(Err(msg)) = expected.map(|e| e.check(&inst.address, &c.fields))
+                        {
+                            return record_failure(journal, &inst.address, fail(msg)).await;
+                        }
+                        action = c.action
+                    }
                     Err(msg) => {
                         let msg = fail(msg);
                         return record_failure(journal, &inst.address, msg).await;

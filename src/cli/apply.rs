@@ -58,6 +58,14 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             return Ok(exit::ERROR);
         }
     };
+    // A saved plan: read and checked against the configuration before anything else.
+    let saved = match &args.plan_file {
+        Some(f) => Some(super::saved::open_for_apply(f, &loaded.config)?),
+        None => None,
+    };
+    if saved.is_some() && !args.resume {
+        super::saved::check_vars(&args.vars, &loaded.config)?;
+    }
     if args.resume {
         let sensitive = |name: &str| {
             loaded
@@ -101,6 +109,9 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     }
     // A plain apply never silently starts over past an unfinished run.
     let mut discarded = None;
+    if let (Some(s), false) = (&saved, args.resume) {
+        super::saved::check_not_applied(&args.state_dir, &s.digest())?;
+    }
     if !args.resume {
         if let Some(l) = &latest {
             discarded = check_unfinished(l, args.discard_unfinished)?;
@@ -152,6 +163,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 short(&loaded.config.digest)
             ));
         }
+        super::saved::check_resume(&id, &r, &read.records, saved.as_ref(), args.replan)?;
         let vars = resumed_variables(&loaded.config, variables, &args.vars)?;
         crate::outln!(
             "Resuming run {id}: {} step(s) finished, {} in doubt, {} failed.",
@@ -163,6 +175,8 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         read_back = Some(read);
         replay = Some(r);
         vars
+    } else if let Some(s) = &saved {
+        resumed_variables(&loaded.config, &s.body.variables, &args.vars)?
     } else {
         let inputs = var_inputs(&args.vars)?;
         match crate::plan::vars::resolve(&loaded.config, &inputs) {
@@ -188,7 +202,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         read: true,
         finished_outputs,
     };
-    let (p, providers) = match plan(
+    let (mut p, providers) = match plan(
         loaded.config.clone(),
         loaded.graph.clone(),
         &loaded.registry,
@@ -203,7 +217,13 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             return Ok(exit::ERROR);
         }
     };
-    crate::out!("{}", render::plan_text(&p));
+    match &saved {
+        Some(s) => {
+            s.bind(&mut p)?;
+            crate::out!("{}", crate::state::saved_plan::render_text(s));
+        }
+        None => crate::out!("{}", render::plan_text(&p)),
+    }
 
     let resolutions = match &replay {
         Some(r) => {
@@ -224,7 +244,13 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         lock.release().map_err(|e| e.to_string())?;
         return Ok(exit::OK);
     }
-    if !args.auto_approve {
+    // A saved plan was approved when it was reviewed: asked again only with `--confirm`.
+    let ask = if saved.is_some() {
+        args.confirm
+    } else {
+        !args.auto_approve
+    };
+    if ask {
         let answer = ask_line(
             "\nDo you want to perform these actions?\n  Only `yes` will be accepted to approve.\n\n  Enter a value: ",
         );
@@ -267,6 +293,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 at: now_rfc3339(),
                 n_steps: p.instances.len(),
                 discarded_run: discarded.as_ref().map(|d: &Discard| d.id.clone()),
+                plan_digest: saved.as_ref().map(|s| s.digest()),
             };
             let w = JournalWriter::create(&path, &first)
                 .map_err(|e| format!("cannot start a new run: {e}"))?;
@@ -473,7 +500,7 @@ async fn mark_discarded(d: &Discard, new_run: &str) -> Result<(), String> {
 /// # Errors
 ///
 /// A message if hashing fails (no randomness for the salt).
-fn journal_variables(
+pub(super) fn journal_variables(
     config: &crate::config::Config,
     variables: &hcl::Map<String, hcl::Value>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {

@@ -8,6 +8,7 @@ mod apply;
 mod common;
 mod fmt;
 mod plan;
+mod saved;
 mod unlock;
 mod validate;
 
@@ -52,6 +53,8 @@ pub enum Command {
     ForceUnlock(UnlockArgs),
     /// Rewrite configuration files in the canonical layout (as `terraform fmt`).
     Fmt(FmtArgs),
+    /// Show a saved plan (`opsctl plan --out FILE`) as text, or as JSON with `--json`.
+    Show(ShowArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -108,6 +111,9 @@ pub struct PlanArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// Save the plan to FILE, for `opsctl apply FILE` to apply exactly.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// What to do with an interrupted step that cannot tell whether it took effect.
@@ -152,6 +158,30 @@ pub struct ApplyArgs {
     /// journaled in doubt; the run is resumable.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+    /// A saved plan (`opsctl plan --out FILE`) to apply exactly: refused if the configuration
+    /// changed or it was applied already; each step stops before acting if its target is no
+    /// longer as planned ("plan is stale").
+    #[arg(value_name = "FILE", conflicts_with = "discard_unfinished")]
+    pub plan_file: Option<PathBuf>,
+    /// With `--resume` of a run of a saved plan: plan the remaining steps again from the
+    /// configuration (shown and approved as a normal apply) instead of the saved plan.
+    #[arg(long, requires = "resume", conflicts_with = "plan_file")]
+    pub replan: bool,
+    /// With a saved plan: ask for `yes` before applying (a saved plan was approved when it
+    /// was reviewed, so apply does not ask otherwise).
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+/// `opsctl show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The saved plan.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the plan as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `opsctl force-unlock`.
@@ -198,6 +228,10 @@ const SINGLE_DASH: &[&str] = &[
     "in-doubt",
     "continue-on-error",
     "timeout",
+    "out",
+    "replan",
+    "confirm",
+    "json",
     "help",
     "version",
     "check",
@@ -264,7 +298,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) | Command::Fmt(_) => None,
+        Command::Validate(_) | Command::Plan(_) | Command::Fmt(_) | Command::Show(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -276,6 +310,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
         Command::Fmt(a) => fmt::run(a),
+        Command::Show(a) => saved::run_show(a),
     }
 }
 

@@ -25,8 +25,14 @@ pub async fn run(args: PlanArgs) -> i32 {
     )
     .await
     {
-        Ok((p, _)) => {
+        Ok((p, providers)) => {
             crate::out!("{}", render::plan_text(&p));
+            if let Some(out) = &args.out {
+                if let Err(msg) = super::saved::write_plan(out, &p, &providers) {
+                    super::common::print_error(&msg);
+                    return exit::ERROR;
+                }
+            }
             let code = if args.detailed_exitcode && p.has_changes() {
                 exit::CHANGES
             } else {

@@ -143,6 +143,9 @@ pub struct Plan {
     /// On resume: steps finished in an earlier attempt whose sensitive outputs the journal
     /// does not hold and the plan could not derive again, by block address.
     gone: Gone,
+    /// When applying a saved plan: the `before` of each step's managed fields, checked
+    /// against the live target before the step's side effect (set by `SavedPlan::bind`).
+    pub saved: Option<Arc<crate::state::saved_plan::Expected>>,
 }
 
 /// Finished sensitive instances whose outputs are (partly) lost, by block address:
@@ -300,6 +303,11 @@ impl Providers {
                 .filter_map(|n| registry.provider(n).map(|p| (n, p.clone())))
                 .collect(),
         }
+    }
+
+    /// The evaluated provider block arguments, by provider key (for a saved plan).
+    pub fn args(&self) -> &HashMap<String, ProviderArgs> {
+        &self.args
     }
 
     /// The connected provider for `key` (`NAME`, `NAME.ALIAS`), connected on first use; a
@@ -684,6 +692,7 @@ pub async fn plan(
         block_instances,
         redactor: RwLock::new(redactor),
         gone,
+        saved: None,
     };
     let plan = evaluate_outputs(plan, &sens, diags)?;
     Ok((plan, providers))

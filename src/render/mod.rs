@@ -81,7 +81,8 @@ pub fn show_value(v: &Json) -> String {
     }
 }
 
-fn describe(action: Action) -> &'static str {
+/// `will be updated in place`, ... for a step header.
+pub fn describe(action: Action) -> &'static str {
     match action {
         Action::NoOp => "is up to date",
         Action::Run => "will run",
@@ -92,7 +93,8 @@ fn describe(action: Action) -> &'static str {
     }
 }
 
-fn render_field(out: &mut String, action: Action, f: &FieldChange) {
+/// Appends one field of a change as the plan text shows it (a multi-line value as a diff).
+pub fn render_field(out: &mut String, action: Action, f: &FieldChange) {
     let multiline = |v: &Option<Json>| {
         v.as_ref()
             .and_then(Json::as_str)

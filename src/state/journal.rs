@@ -59,6 +59,9 @@ pub enum Record {
         /// The unfinished run this one replaced (`apply --discard-unfinished`), if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         discarded_run: Option<String>,
+        /// The digest of the saved plan this run applies (`opsctl apply FILE`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan_digest: Option<String>,
     },
     /// An interrupted run was picked up again by a (possibly different) process.
     RunResumed {
@@ -1111,6 +1114,7 @@ mod tests {
             at: "2026-11-21T21:38:00.123Z".into(),
             n_steps: 3,
             discarded_run: None,
+            plan_digest: None,
         }
     }
 
