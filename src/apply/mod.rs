@@ -4,6 +4,8 @@
 //!
 //! The engine reports progress through [`Reporter`] and never touches the terminal itself.
 
+pub mod guards;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct Cancel {
     notify: Notify,
     /// Cancelled on abort: every running step's `StepContext::cancel` is a child of it.
     steps: CancellationToken,
+    /// Why the run stops when not for a signal (the maintenance window closed).
+    reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Cancel {
@@ -65,6 +69,17 @@ impl Cancel {
         self.abort.store(true, Ordering::SeqCst);
         self.steps.cancel();
         self.notify.notify_waiters();
+    }
+    /// Like [`Cancel::stop`], for a reason other than a signal (journaled and reported).
+    pub fn stop_because(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| reason.to_string());
+        }
+        self.stop();
+    }
+    /// The reason given to [`Cancel::stop_because`], if any.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
     }
     /// Whether a stop was requested.
     pub fn stopping(&self) -> bool {
@@ -465,6 +480,14 @@ pub async fn execute(
             } else {
                 inst.inputs.clone()
             };
+            if let Some(msg) = guards::precondition_failure(&plan, i, &outcome.outputs) {
+                record_failure(&journal, &inst.address, msg.clone()).await?;
+                reporter.step_failed(&inst.address, &msg);
+                outcome.failures.push((inst.address.clone(), msg));
+                remaining -= 1;
+                halted = true;
+                continue;
+            }
             let task = Task {
                 idx: i,
                 inputs,
@@ -502,6 +525,8 @@ pub async fn execute(
             _ = cancel.notify.notified() => {
                 if cancel.aborting() {
                     reporter.notice("second interrupt: stopping the running steps (their commands are terminated); they will be in doubt");
+                } else if let Some(why) = cancel.reason() {
+                    reporter.notice(&format!("{why}: starting no new steps, waiting for running steps to finish"));
                 } else {
                     reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to stop them)");
                 }
@@ -527,6 +552,16 @@ pub async fn execute(
                 durable,
             } => {
                 pending.push(durable);
+                if let Some(msg) =
+                    guards::postcondition_failure(&plan, i, &outcome.outputs, &outputs)
+                {
+                    let address = &plan.instances[i].address;
+                    record_failure(&journal, address, msg.clone()).await?;
+                    reporter.step_failed(address, &msg);
+                    outcome.failures.push((address.clone(), msg));
+                    halted = true;
+                    continue;
+                }
                 if action == Action::NoOp {
                     outcome.unchanged += 1;
                 } else {
@@ -638,6 +673,8 @@ pub async fn execute(
                 at: now_rfc3339(),
                 reason: if cancel.aborting() {
                     "aborted by a second interrupt".into()
+                } else if let Some(why) = cancel.reason() {
+                    why
                 } else {
                     "interrupted by signal".into()
                 },

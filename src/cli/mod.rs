@@ -6,7 +6,9 @@
 
 mod apply;
 mod common;
+mod guards;
 mod plan;
+mod runs;
 mod unlock;
 mod validate;
 
@@ -49,6 +51,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove the state lock left by another run, given its ID.
     ForceUnlock(UnlockArgs),
+    /// The audit log of apply runs: `runs list`, `runs show ID`.
+    Runs(RunsArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -141,6 +145,43 @@ pub struct ApplyArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// Approve the approval gate `step "approval" "NAME"` without asking (repeatable).
+    #[arg(long = "approve", value_name = "NAME", value_parser = Utf8Text("--approve"))]
+    pub approve: Vec<String>,
+    /// Start although the procedure's maintenance `window` is closed (journaled).
+    #[arg(long)]
+    pub ignore_window: bool,
+}
+
+/// `opsctl runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: RunsCommand,
+    /// State directory (its `runs.jsonl`).
+    #[arg(long, value_name = "DIR", default_value = "state", global = true)]
+    pub state_dir: PathBuf,
+}
+
+/// `opsctl runs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Every recorded apply run, oldest first.
+    List {
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: each step's result, attempts and duration. ID is `RUN.N`, a run ID (all its
+    /// invocations) or a unique prefix.
+    Show {
+        /// The run.
+        id: String,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `opsctl force-unlock`.
@@ -169,6 +210,8 @@ const SINGLE_DASH: &[&str] = &[
     "in-doubt",
     "help",
     "version",
+    "approve",
+    "ignore-window",
 ];
 
 /// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
@@ -230,7 +273,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) => None,
+        Command::Validate(_) | Command::Plan(_) | Command::Runs(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -241,6 +284,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
+        Command::Runs(a) => runs::run(a),
     }
 }
 

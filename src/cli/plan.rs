@@ -27,6 +27,18 @@ pub async fn run(args: PlanArgs) -> i32 {
     {
         Ok((p, _)) => {
             crate::out!("{}", render::plan_text(&p));
+            super::guards::print_checks(&p, &Default::default(), "at plan");
+            match super::guards::clock() {
+                Ok(clock) => {
+                    if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
+                        crate::outln!("\n{line}");
+                    }
+                }
+                Err(msg) => {
+                    super::common::print_error(&msg);
+                    return exit::ERROR;
+                }
+            }
             let code = if args.detailed_exitcode && p.has_changes() {
                 exit::CHANGES
             } else {

@@ -5,6 +5,8 @@
 //! reference an expression makes. It collects every diagnostic before it stops.
 
 pub mod arith;
+/// Guard blocks (issue 11): `window`, `precondition`/`postcondition`, `check`.
+pub mod conditions;
 pub mod diagnostic;
 pub mod eval;
 pub mod functions;
@@ -194,6 +196,8 @@ pub struct BlockDef {
     pub provider: Option<(String, Span)>,
     /// `timeout = "60m"`.
     pub timeout: Option<Attr>,
+    /// `precondition` and `postcondition` blocks, in source order.
+    pub conditions: Vec<conditions::ConditionDef>,
 }
 
 impl BlockDef {
@@ -214,6 +218,7 @@ impl BlockDef {
             .chain(self.timeout.iter())
             .flat_map(|a| a.refs.iter())
             .chain(self.depends_on.iter())
+            .chain(self.conditions.iter().flat_map(|c| c.refs()))
     }
 }
 
@@ -296,6 +301,10 @@ pub struct Config {
     pub outputs: Vec<OutputDef>,
     /// SHA-256 of the file names and contents, hex.
     pub digest: String,
+    /// The maintenance `window`, if any.
+    pub window: Option<conditions::WindowDef>,
+    /// `check` blocks.
+    pub checks: Vec<conditions::CheckDef>,
 }
 
 const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "timeout"];
@@ -810,6 +819,8 @@ fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnost
                     }
                 }
             }
+            "window" => conditions::load_window(config, file, block, diags),
+            "check" => conditions::load_check(config, file, block, diags),
             other => diags.push(
                 Diagnostic::error(format!(
                     "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step` or `output`"
@@ -919,6 +930,7 @@ fn load_step(
         for_each: None,
         provider: None,
         timeout: None,
+        conditions: Vec::new(),
     };
     if !is_identifier(&def.name) {
         diags.push(
@@ -933,6 +945,12 @@ fn load_step(
         let attr = match s {
             Structure::Attribute(attr) => attr,
             Structure::Block(b) => {
+                if kind == BlockKind::Step {
+                    if let Some(c) = conditions::load_condition(file, b, diags) {
+                        def.conditions.extend(c);
+                        continue;
+                    }
+                }
                 diags.push(
                     Diagnostic::error(format!(
                         "unexpected block `{}` in `{}`; arguments are written `name = value`",

@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod lock;
+pub mod runs;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
