@@ -104,7 +104,12 @@ pub fn window_status(w: &WindowDef, now: DateTime<Utc>) -> WindowStatus {
 pub fn describe_instant(w: &WindowDef, at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let local = at.with_timezone(&w.time_zone);
     let secs = (at - now).num_seconds().max(0) as u64;
-    let rounded = if secs >= 3600 { secs / 60 * 60 } else { secs };
+    // Whole minutes (rounded up) from an hour on: the clock moved a little since `now`.
+    let rounded = if secs >= 3600 {
+        secs.div_ceil(60) * 60
+    } else {
+        secs
+    };
     format!(
         "{} ({} from now)",
         local.format("%a %Y-%m-%d %H:%M %Z"),

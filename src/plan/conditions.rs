@@ -13,7 +13,7 @@ use super::{instance_value, ApplyScope, Plan};
 use crate::config::conditions::ConditionKind;
 use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::eval::{evaluate, is_unknown, Scope};
-use crate::config::refs::IndexKey;
+use crate::config::refs::{IndexKey, RefRoot};
 use crate::config::Attr;
 
 /// An [`ApplyScope`] that also binds `self`.
@@ -56,6 +56,37 @@ pub enum Verdict {
 
 /// Evaluates `condition` (a bool) and, when false, `message`, in `scope`.
 fn judge(condition: &Attr, message: &Attr, scope: &dyn Scope) -> Result<Verdict, Diagnostic> {
+    // A comparison with an unknown value evaluates to a known `false`: look at what the
+    // condition refers to first (the referenced attribute, as deep as the path names it).
+    for r in &condition.refs {
+        let (value, path) = match r.root {
+            RefRoot::Var => (
+                r.parts.get(1).and_then(|n| scope.var(n)),
+                &r.parts[2.min(r.parts.len())..],
+            ),
+            RefRoot::Local => (
+                r.parts.get(1).and_then(|n| scope.local(n)),
+                &r.parts[2.min(r.parts.len())..],
+            ),
+            RefRoot::Step | RefRoot::Data if r.parts.len() >= 3 => {
+                (scope.block(&r.subject()), &r.parts[3..])
+            }
+            RefRoot::Other if r.parts.first().map(String::as_str) == Some("self") => {
+                (scope.self_value(), &r.parts[1..])
+            }
+            _ => continue,
+        };
+        let Some(mut value) = value else { continue };
+        for key in path {
+            match value.as_object().and_then(|m| m.get(key.as_str())) {
+                Some(v) => value = v.clone(),
+                None => break,
+            }
+        }
+        if is_unknown(&value) {
+            return Ok(Verdict::Unknown);
+        }
+    }
     let v = evaluate(condition, scope)?;
     if is_unknown(&v) {
         return Ok(Verdict::Unknown);
