@@ -124,7 +124,7 @@ step "http_check" "app" {{
     );
     let plan = opsctl_in(&work, &["plan", "--detailed-exitcode"]);
     plan.expect_code(0);
-    assert!(plan.stdout.contains("healthy now (status 200)"), "{plan}");
+    assert!(plan.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{plan}");
     assert_eq!(http.hits("health"), 1);
 }
 
@@ -246,7 +246,7 @@ step "http_check" "apiserver" {{
     );
     let plan = opsctl_in(&work, &["plan", "--detailed-exitcode"]);
     plan.expect_code(0);
-    assert!(plan.stdout.contains("healthy now (status 200)"), "{plan}");
+    assert!(plan.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{plan}");
     // Without the CA the server's certificate is not trusted: the check stays unhealthy and
     // says why.
     work.write("main.hcl", &step(""));
