@@ -4,6 +4,8 @@
 //!
 //! The engine reports progress through [`Reporter`] and never touches the terminal itself.
 
+pub mod guards;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,8 +57,10 @@ pub struct Cancel {
     steps: CancellationToken,
     /// `--continue-on-error`: a failure skips its dependents only.
     continue_on_error: AtomicBool,
-    /// Why the run was stopped, when not by a signal (the run's `--timeout`).
+    /// Why the run stops when not for a signal (the maintenance window closed).
     reason: std::sync::Mutex<Option<String>>,
+    /// Why the run was stopped by its `--timeout`, when it was.
+    timeout_reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Cancel {
@@ -73,6 +77,17 @@ impl Cancel {
         self.steps.cancel();
         self.notify.notify_waiters();
     }
+    /// Like [`Cancel::stop`], for a reason other than a signal (journaled and reported).
+    pub fn stop_because(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| reason.to_string());
+        }
+        self.stop();
+    }
+    /// The reason given to [`Cancel::stop_because`], if any.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
     /// Whether a stop was requested.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -84,14 +99,14 @@ impl Cancel {
     /// The run's `--timeout` passed: stops it like an abort (running steps are stopped and
     /// left in doubt; resumable), with `why` in their journal records and the run's.
     pub fn time_out(&self, why: String) {
-        if let Ok(mut r) = self.reason.lock() {
+        if let Ok(mut r) = self.timeout_reason.lock() {
             r.get_or_insert(why);
         }
         self.abort();
     }
     /// Why the run was stopped by [`Cancel::time_out`], if it was.
     pub fn timed_out(&self) -> Option<String> {
-        self.reason.lock().ok().and_then(|r| r.clone())
+        self.timeout_reason.lock().ok().and_then(|r| r.clone())
     }
     /// `--continue-on-error`: after a failure, independent steps go on and the failed step's
     /// dependents are skipped (as `on_failure = "continue"` on every step).
@@ -567,6 +582,14 @@ pub async fn execute(
             } else {
                 inst.inputs.clone()
             };
+            if let Some(msg) = guards::precondition_failure(&plan, i, &outcome.outputs) {
+                record_failure(&journal, &inst.address, msg.clone()).await?;
+                reporter.step_failed(&inst.address, &msg);
+                outcome.failures.push((inst.address.clone(), msg));
+                remaining -= 1;
+                halted = true;
+                continue;
+            }
             let task = Task {
                 idx: i,
                 inputs,
@@ -605,6 +628,8 @@ pub async fn execute(
             _ = cancel.notify.notified() => {
                 if cancel.aborting() {
                     reporter.notice("second interrupt: stopping the running steps (their commands are terminated); they will be in doubt");
+                } else if let Some(why) = cancel.reason() {
+                    reporter.notice(&format!("{why}: starting no new steps, waiting for running steps to finish"));
                 } else {
                     reporter.notice("interrupt received: waiting for running steps to finish (interrupt again to stop them)");
                 }
@@ -663,6 +688,16 @@ pub async fn execute(
                 durable,
             } => {
                 pending.push(durable);
+                if let Some(msg) =
+                    guards::postcondition_failure(&plan, i, &outcome.outputs, &outputs)
+                {
+                    let address = &plan.instances[i].address;
+                    record_failure(&journal, address, msg.clone()).await?;
+                    reporter.step_failed(address, &msg);
+                    outcome.failures.push((address.clone(), msg));
+                    halted = true;
+                    continue;
+                }
                 if action == Action::NoOp {
                     outcome.unchanged += 1;
                 } else {
@@ -826,6 +861,8 @@ pub async fn execute(
                     why
                 } else if cancel.aborting() {
                     "aborted by a second interrupt".into()
+                } else if let Some(why) = cancel.reason() {
+                    why
                 } else {
                     "interrupted by signal".into()
                 },

@@ -14,7 +14,7 @@ use crate::state::{current_user, hostname, now_rfc3339};
 use super::common::{load, print_diags, print_error, var_inputs};
 use super::{exit, ApplyArgs, InDoubtArg};
 
-fn ask_line(prompt: &str) -> Option<String> {
+pub(super) fn ask_line(prompt: &str) -> Option<String> {
     crate::out!("{prompt}");
     render::flush_stdout();
     let mut line = String::new();
@@ -224,6 +224,12 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         }
         None => crate::out!("{}", render::plan_text(&p)),
     }
+    super::guards::print_checks(&p, &Default::default(), "at plan");
+    let clock = super::guards::clock()?;
+    if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
+        crate::outln!("\n{line}");
+    }
+    let plan_digest = crate::apply::guards::digest(&p);
 
     let resolutions = match &replay {
         Some(r) => {
@@ -239,6 +245,18 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         None => Vec::new(),
     };
 
+    let ignored_window =
+        match super::guards::check_window(&loaded.config, &clock, args.ignore_window).and_then(
+            |ignored| {
+                super::guards::install_approver(&p, &args.approve, &plan_digest).map(|()| ignored)
+            },
+        ) {
+            Ok(ignored) => ignored,
+            Err(msg) => {
+                lock.release().map_err(|e| e.to_string())?;
+                return Err(msg);
+            }
+        };
     if !p.has_changes() && replay.is_none() {
         crate::outln!("\nApply complete! Nothing to do.");
         lock.release().map_err(|e| e.to_string())?;
@@ -311,6 +329,17 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         }
     };
 
+    if ignored_window {
+        journal
+            .append(&Record::RunNote {
+                at: now_rfc3339(),
+                who: current_user(),
+                note: "ignore_window".into(),
+                detail: "started outside the maintenance window with `--ignore-window`".into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let reporter: Arc<dyn Reporter> = if std::io::stderr().is_terminal() {
         Arc::new(progress::BarReporter::new(p.instances.len() as u64))
     } else {
@@ -331,6 +360,11 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             ));
         })
     });
+    let watcher =
+        super::guards::watch_window(&loaded.config, clock, ignored_window, cancel.clone());
+    let stopped = cancel.clone();
+    let started_at = now_rfc3339();
+    let started = std::time::Instant::now();
     let plan = Arc::new(p);
     let outcome = apply::execute(
         plan.clone(),
@@ -348,9 +382,24 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     if let Some(t) = run_timer {
         t.abort();
     }
+    if let Some(w) = watcher {
+        w.abort();
+    }
     reporter.finish();
+    let journal_path = journal.path().to_path_buf();
     journal.close().await;
     let outcome = outcome.map_err(|e| format!("{e}; the journal up to this point is intact"))?;
+    super::guards::audit(
+        &args.state_dir,
+        &journal_path,
+        &plan,
+        &run_id,
+        &plan_digest,
+        ignored_window,
+        outcome.status,
+        started_at,
+        started.elapsed(),
+    );
 
     let applied: usize = outcome.applied.values().sum();
     let count = |a: crate::provider::Action| outcome.applied.get(&a).copied().unwrap_or(0);
@@ -362,6 +411,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         outcome.skipped,
         outcome.not_started
     );
+    super::guards::print_checks(&plan, &outcome.outputs, "after apply");
     let code = match outcome.status {
         RunStatus::Succeeded => {
             crate::outln!("\nApply complete! {line}");
@@ -383,6 +433,9 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         }
         RunStatus::Interrupted => {
             crate::errln!("\nApply interrupted (run {run_id}): {line}");
+            if let Some(why) = stopped.reason() {
+                crate::errln!("stopped: {why}");
+            }
             for (step, why) in &outcome.in_doubt {
                 crate::errln!("in doubt: {step}: {why}");
             }

@@ -7,7 +7,9 @@
 mod apply;
 mod common;
 mod fmt;
+mod guards;
 mod plan;
+mod runs;
 mod saved;
 mod unlock;
 mod validate;
@@ -55,6 +57,8 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Show a saved plan (`opsctl plan --out FILE`) as text, or as JSON with `--json`.
     Show(ShowArgs),
+    /// The audit log of apply runs: `runs list`, `runs show ID`.
+    Runs(RunsArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -182,6 +186,43 @@ pub struct ShowArgs {
     /// Print the plan as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Approve the approval gate `step "approval" "NAME"` without asking (repeatable).
+    #[arg(long = "approve", value_name = "NAME", value_parser = Utf8Text("--approve"))]
+    pub approve: Vec<String>,
+    /// Start although the procedure's maintenance `window` is closed (journaled).
+    #[arg(long)]
+    pub ignore_window: bool,
+}
+
+/// `opsctl runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: RunsCommand,
+    /// State directory (its `runs.jsonl`).
+    #[arg(long, value_name = "DIR", default_value = "state", global = true)]
+    pub state_dir: PathBuf,
+}
+
+/// `opsctl runs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Every recorded apply run, oldest first.
+    List {
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: each step's result, attempts and duration. ID is `RUN.N`, a run ID (all its
+    /// invocations) or a unique prefix.
+    Show {
+        /// The run.
+        id: String,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `opsctl force-unlock`.
@@ -237,6 +278,8 @@ const SINGLE_DASH: &[&str] = &[
     "check",
     "diff",
     "recursive",
+    "approve",
+    "ignore-window",
 ];
 
 /// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
@@ -298,7 +341,11 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) | Command::Fmt(_) | Command::Show(_) => None,
+        Command::Validate(_)
+        | Command::Plan(_)
+        | Command::Fmt(_)
+        | Command::Show(_)
+        | Command::Runs(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -311,6 +358,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::ForceUnlock(a) => unlock::run(a),
         Command::Fmt(a) => fmt::run(a),
         Command::Show(a) => saved::run_show(a),
+        Command::Runs(a) => runs::run(a),
     }
 }
 

@@ -27,6 +27,18 @@ pub async fn run(args: PlanArgs) -> i32 {
     {
         Ok((p, providers)) => {
             crate::out!("{}", render::plan_text(&p));
+            super::guards::print_checks(&p, &Default::default(), "at plan");
+            match super::guards::clock() {
+                Ok(clock) => {
+                    if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
+                        crate::outln!("\n{line}");
+                    }
+                }
+                Err(msg) => {
+                    super::common::print_error(&msg);
+                    return exit::ERROR;
+                }
+            }
             if let Some(out) = &args.out {
                 if let Err(msg) = super::saved::write_plan(out, &p, &providers) {
                     super::common::print_error(&msg);

@@ -61,6 +61,10 @@ pub trait Scope {
     fn each(&self) -> Option<(Value, Value)> {
         None
     }
+    /// `self`: the step's own value, in a `postcondition` only.
+    fn self_value(&self) -> Option<Value> {
+        None
+    }
 }
 
 fn functions_context() -> &'static Context<'static> {
@@ -174,6 +178,16 @@ pub fn evaluate(attr: &Attr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
                 m.insert("module".into(), Value::from("."));
                 m.insert("root".into(), Value::from("."));
                 m.insert("cwd".into(), Value::from(cwd));
+            }
+            RefRoot::Other if r.parts.first().map(String::as_str) == Some("self") => {
+                let Some(Value::Object(own)) = scope.self_value() else {
+                    return Err(Diagnostic::error(
+                        "`self` is only available in a step's `postcondition`",
+                    )
+                    .with_span(r.span.clone()));
+                };
+                any_unknown |= own.values().any(is_unknown);
+                roots.entry("self").or_default().extend(own);
             }
             RefRoot::Other => {
                 return Err(

@@ -5,6 +5,8 @@
 //! reference an expression makes. It collects every diagnostic before it stops.
 
 pub mod arith;
+/// Guard blocks (issue 11): `window`, `precondition`/`postcondition`, `check`.
+pub mod conditions;
 pub mod diagnostic;
 pub mod eval;
 pub mod execution;
@@ -203,6 +205,8 @@ pub struct BlockDef {
     pub timeout: Option<Attr>,
     /// `retry`, `rollout`, `on_failure`, `rollback` ([`execution`]).
     pub execution: execution::Execution,
+    /// `precondition` and `postcondition` blocks, in source order.
+    pub conditions: Vec<conditions::ConditionDef>,
 }
 
 impl BlockDef {
@@ -220,6 +224,7 @@ impl BlockDef {
             .chain(self.timeout.iter())
             .flat_map(|a| a.refs.iter())
             .chain(self.depends_on.iter())
+            .chain(self.conditions.iter().flat_map(|c| c.refs()))
     }
 }
 
@@ -306,6 +311,10 @@ pub struct Config {
     pub digest: String,
     /// `module` calls not yet expanded (empty once [`load_dir`] returns).
     pub module_calls: Vec<modules::ModuleCall>,
+    /// The maintenance `window`, if any.
+    pub window: Option<conditions::WindowDef>,
+    /// `check` blocks.
+    pub checks: Vec<conditions::CheckDef>,
 }
 
 const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "timeout"];
@@ -826,6 +835,8 @@ fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnost
                 }
             }
             "module" => modules::load_call(config, file, block, diags),
+            "window" => conditions::load_window(config, file, block, diags),
+            "check" => conditions::load_check(config, file, block, diags),
             other => diags.push(
                 Diagnostic::error(format!(
                     "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step` or `output`"
@@ -936,6 +947,7 @@ fn load_step(
         provider: None,
         timeout: None,
         execution: execution::Execution::default(),
+        conditions: Vec::new(),
     };
     if !is_identifier(&def.name) {
         diags.push(
@@ -956,6 +968,12 @@ fn load_step(
                 continue;
             }
             Structure::Block(b) => {
+                if kind == BlockKind::Step {
+                    if let Some(c) = conditions::load_condition(file, b, diags) {
+                        def.conditions.extend(c);
+                        continue;
+                    }
+                }
                 diags.push(
                     Diagnostic::error(format!(
                         "unexpected block `{}` in `{}`; arguments are written `name = value`",

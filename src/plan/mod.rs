@@ -2,6 +2,7 @@
 //! target once (concurrently, bounded), then walk the instances in dependency order computing
 //! each change against the *predicted* state of its target.
 
+pub mod conditions;
 pub mod redact;
 pub mod vars;
 
@@ -695,6 +696,11 @@ pub async fn plan(
         saved: None,
     };
     let plan = evaluate_outputs(plan, &sens, diags)?;
+    // A precondition known false fails the plan; an unknown one waits for apply.
+    let pre = plan.plan_preconditions();
+    if pre.has_errors() {
+        return Err(pre.into());
+    }
     Ok((plan, providers))
 }
 

@@ -167,6 +167,18 @@ pub enum Record {
         /// Final status (e.g. `succeeded`, `failed`).
         status: String,
     },
+    /// A guard decision of the run (issue 11), e.g. it started outside its maintenance window
+    /// with `--ignore-window`. Changes no step's state.
+    RunNote {
+        /// When.
+        at: String,
+        /// Who.
+        who: String,
+        /// What, e.g. `ignore_window`.
+        note: String,
+        /// Details for people.
+        detail: String,
+    },
 }
 
 impl Record {
@@ -183,6 +195,7 @@ impl Record {
             Record::RunInterrupted { .. } => "run_interrupted",
             Record::RunDiscarded { .. } => "run_discarded",
             Record::RunFinished { .. } => "run_finished",
+            Record::RunNote { .. } => "run_note",
         }
     }
 }
@@ -590,6 +603,7 @@ pub fn replay(records: &[Record]) -> Replay {
             }
             Record::RunFinished { status, .. } => r.finished_status = Some(status.clone()),
             Record::RunDiscarded { by_run, .. } => r.discarded_by = Some(by_run.clone()),
+            Record::RunNote { .. } => {}
         }
     }
     r

@@ -5,6 +5,7 @@
 pub mod journal;
 pub mod lock;
 pub mod saved_plan;
+pub mod runs;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

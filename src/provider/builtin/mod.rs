@@ -1,6 +1,8 @@
 //! Built-in step types that need no provider: `exec` (run a command) and `noop` (no effect).
 
+pub mod approval;
 mod exec;
+pub mod http_check;
 mod process;
 
 use std::sync::Arc;
@@ -18,7 +20,12 @@ pub use exec::Exec;
 
 /// The built-in step types.
 pub fn step_types() -> Vec<Arc<dyn StepType>> {
-    vec![Arc::new(Noop), Arc::new(Exec)]
+    vec![
+        Arc::new(Noop),
+        Arc::new(Exec),
+        Arc::new(approval::Approval),
+        Arc::new(http_check::HttpCheck),
+    ]
 }
 
 /// `noop`: an operation with no side effects, for tests, benchmarks and ordering barriers.
