@@ -6,6 +6,7 @@
 
 mod apply;
 mod common;
+mod graph;
 mod plan;
 mod unlock;
 mod validate;
@@ -42,13 +43,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the configuration: syntax, references, types, graph; talks to no API.
-    Validate(VarArgs),
+    Validate(ValidateArgs),
     /// Read the live state and show what apply would change.
     Plan(PlanArgs),
     /// Plan, ask for approval, then apply the steps with a durable journal.
     Apply(ApplyArgs),
     /// Remove the state lock left by another run, given its ID.
     ForceUnlock(UnlockArgs),
+    /// Print the dependency graph of the steps and data sources in DOT (Graphviz).
+    Graph(GraphArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -60,6 +63,33 @@ pub struct VarArgs {
     /// Read variables from an HCL file of `name = value` lines (repeatable).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
+}
+
+/// `opsctl validate`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ValidateArgs {
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Print one JSON document (Terraform's `validate -json` shape; docs/json-format.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `opsctl graph`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GraphArgs {}
+
+/// How `opsctl plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PlanFormat {
+    /// Text for a terminal.
+    #[default]
+    Human,
+    /// A pull-request comment (GitHub-flavoured Markdown, under 65,536 characters).
+    Markdown,
+    /// One versioned JSON document (docs/json-format.md).
+    Json,
 }
 
 /// A clap value parser for text arguments: like clap's own, but a value that is not UTF-8 is
@@ -105,6 +135,9 @@ pub struct PlanArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// How to print the plan: `human`, `markdown` (a pull-request comment) or `json`.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Human, value_name = "FORMAT")]
+    pub format: PlanFormat,
 }
 
 /// What to do with an interrupted step that cannot tell whether it took effect.
@@ -141,6 +174,10 @@ pub struct ApplyArgs {
     /// State directory (journals and lock).
     #[arg(long, value_name = "DIR", default_value = "state")]
     pub state_dir: PathBuf,
+    /// Print one JSON event per line on standard output instead of the human output
+    /// (docs/json-format.md); needs `--auto-approve`.
+    #[arg(long, requires = "auto_approve")]
+    pub json: bool,
 }
 
 /// `opsctl force-unlock`.
@@ -169,6 +206,8 @@ const SINGLE_DASH: &[&str] = &[
     "in-doubt",
     "help",
     "version",
+    "json",
+    "format",
 ];
 
 /// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
@@ -230,7 +269,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
     let state_dir = match &cli.command {
         Command::Apply(a) => Some(&a.state_dir),
         Command::ForceUnlock(a) => Some(&a.state_dir),
-        Command::Validate(_) | Command::Plan(_) => None,
+        Command::Validate(_) | Command::Plan(_) | Command::Graph(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -241,6 +280,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::ForceUnlock(a) => unlock::run(a),
+        Command::Graph(a) => graph::run(a),
     }
 }
 
