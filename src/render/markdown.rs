@@ -206,15 +206,16 @@ fn fit(s: &Section, limit: usize) -> Shown {
         diff: s.diff.len(),
         effects: s.effects.len(),
     };
-    if rendered_len(s, full) <= limit {
-        return full;
-    }
-    // The cut notes take room too: measure with them, adding lines while they fit.
     let mut shown = Shown {
         diff: 0,
         effects: 0,
     };
+    let whole = rendered_len(s, full);
     let mut len = rendered_len(s, shown);
+    // Whole when it fits, or when cutting would not make it shorter (the cut notes take room).
+    if whole <= limit || whole <= len {
+        return full;
+    }
     while shown.diff < s.diff.len() {
         let add = s.diff[shown.diff].len() + 1;
         if len + add > limit {
