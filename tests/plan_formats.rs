@@ -101,6 +101,7 @@ locals {{
 }}
 
 step "kubernetes_manifest" "script" {{
+  force_conflicts = true
   manifest = {{
     apiVersion = "v1"
     kind       = "ConfigMap"
@@ -243,9 +244,13 @@ async fn human_markdown_and_json_renderings_of_one_plan() {
         );
         let probe = step("step.kubernetes_manifest.probe");
         assert!(
-            !probe["after_unknown"].as_object().unwrap().is_empty(),
+            probe["effects"][0]
+                .as_str()
+                .unwrap()
+                .contains("known after apply"),
             "{probe}"
         );
+        assert_eq!(doc["outputs"]["probe"]["known"], json!(false));
         assert_eq!(probe["depends_on"], json!(["step.exec.probe"]), "{probe}");
         assert!(md.stdout.starts_with("**Plan: "), "{md}");
         assert!(md.stdout.contains("```diff\n"), "{md}");

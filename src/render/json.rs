@@ -106,7 +106,16 @@ fn fields(plan: &Plan, inst: &Instance) -> Fields {
     } in &inst.change.fields
     {
         let secret = field_is_sensitive(inst, path);
-        if secret {
+        // A field of a sensitive step that carries a secret under another name: its value
+        // changes when scrubbed.
+        let scrubbed = |v: &Option<Json>| {
+            v.as_ref().is_some_and(|v| {
+                v.as_str()
+                    .is_some_and(|s| s.starts_with("(sensitive value"))
+                    || redact_json(plan, &known_part(v)) != known_part(v)
+            })
+        };
+        if secret || (inst.sensitive && (scrubbed(b) || scrubbed(a))) {
             sensitive.push(path.clone());
         }
         let show = |v: &Json| {
