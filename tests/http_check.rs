@@ -124,7 +124,11 @@ step "http_check" "app" {{
     );
     let plan = opsctl_in(&work, &["plan", "--detailed-exitcode"]);
     plan.expect_code(0);
-    assert!(plan.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+        "{plan}"
+    );
     assert_eq!(http.hits("health"), 1);
 }
 
@@ -246,7 +250,11 @@ step "http_check" "apiserver" {{
     );
     let plan = opsctl_in(&work, &["plan", "--detailed-exitcode"]);
     plan.expect_code(0);
-    assert!(plan.stdout.contains("Plan: 0 to run, 0 to change, 1 unchanged."), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to run, 0 to change, 1 unchanged."),
+        "{plan}"
+    );
     // Without the CA the server's certificate is not trusted: the check stays unhealthy and
     // says why.
     work.write("main.hcl", &step(""));

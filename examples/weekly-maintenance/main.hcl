@@ -109,8 +109,7 @@ data "kubernetes_objects" "batch_jobs" {
 check "backups_fresh" {
   assert {
     condition = data.rds_snapshots.backups.count > 0 && (
-      parseint(formatdate("YYYYMMDDhhmmss", data.rds_snapshots.backups.items[0].snapshot_create_time), 10) >
-      parseint(formatdate("YYYYMMDDhhmmss", timeadd(timestamp(), "-${var.backup_max_age_hours}h")), 10)
+      parseint(formatdate("YYYYMMDDhhmmss", data.rds_snapshots.backups.items[0].snapshot_create_time), 10) > parseint(formatdate("YYYYMMDDhhmmss", timeadd(timestamp(), "-${var.backup_max_age_hours}h")), 10)
     )
     error_message = "no RDS snapshot of platform-postgres-prod newer than ${var.backup_max_age_hours} h"
   }

@@ -40,11 +40,30 @@ fn ask_in_doubt(step: &str) -> Option<InDoubtChoice> {
 }
 
 /// Runs `apply`; returns the exit code.
+/// With `--json`, standard output carries only the JSON event stream ([`render::events`]):
+/// the human output goes nowhere, errors still go to standard error.
 pub async fn run(args: ApplyArgs) -> i32 {
+    let json = args.json;
+    // The event stream cannot ask for approval: a saved plan was approved when it was reviewed.
+    let would_ask = if args.plan_file.is_some() {
+        args.confirm
+    } else {
+        !args.auto_approve
+    };
+    if json && would_ask {
+        print_error("`--json` needs `--auto-approve` or a saved plan (without `--confirm`): a JSON event stream cannot ask for approval");
+        return exit::ERROR;
+    }
+    if json {
+        render::silence_stdout();
+    }
     match run_inner(args).await {
         Ok(code) => code,
         Err(msg) => {
             print_error(&msg);
+            if json {
+                render::events::emit("error", &msg, serde_json::json!({}));
+            }
             exit::ERROR
         }
     }
@@ -259,6 +278,14 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         };
     if !p.has_changes() && replay.is_none() {
         crate::outln!("\nApply complete! Nothing to do.");
+        if args.json {
+            render::events::JsonReporter::new().run_finished(
+                None,
+                "nothing_to_do",
+                "Apply complete! Nothing to do.",
+                serde_json::json!({ "counts": { "run": 0, "changed": 0, "unchanged": p.counts().unchanged, "skipped": 0, "not_started": 0, "failed": 0, "in_doubt": 0 }, "outputs": {} }),
+            );
+        }
         lock.release().map_err(|e| e.to_string())?;
         return Ok(exit::OK);
     }
@@ -340,7 +367,14 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    let reporter: Arc<dyn Reporter> = if std::io::stderr().is_terminal() {
+    let json_reporter = args.json.then(|| {
+        let r = Arc::new(render::events::JsonReporter::new());
+        r.run_started(&run_id, replay.is_some(), &p);
+        r
+    });
+    let reporter: Arc<dyn Reporter> = if let Some(r) = &json_reporter {
+        r.clone()
+    } else if std::io::stderr().is_terminal() {
         Arc::new(progress::BarReporter::new(p.instances.len() as u64))
     } else {
         Arc::new(progress::PlainReporter::stdout())
@@ -446,6 +480,42 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     if outcome.status == RunStatus::Succeeded {
         let outputs = evaluate_outputs(&plan, &outcome.outputs);
         crate::out!("{}", render::outputs_text(&outputs));
+    }
+    if let Some(r) = &json_reporter {
+        let status = match outcome.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        };
+        let counts = serde_json::json!({
+            "run": count(crate::provider::Action::Run),
+            "changed": applied - count(crate::provider::Action::Run),
+            "unchanged": outcome.unchanged,
+            "skipped": outcome.skipped,
+            "not_started": outcome.not_started,
+            "failed": outcome.failures.len(),
+            "in_doubt": outcome.in_doubt.len(),
+        });
+        let mut outputs = serde_json::Map::new();
+        if outcome.status == RunStatus::Succeeded {
+            for (name, value, sensitive) in evaluate_outputs(&plan, &outcome.outputs) {
+                let value = if sensitive {
+                    serde_json::Value::Null
+                } else {
+                    value
+                };
+                outputs.insert(
+                    name,
+                    serde_json::json!({ "sensitive": sensitive, "value": value }),
+                );
+            }
+        }
+        r.run_finished(
+            Some(&run_id),
+            status,
+            &format!("Apply {status}: {line}"),
+            serde_json::json!({ "counts": counts, "outputs": outputs }),
+        );
     }
     lock.release().map_err(|e| e.to_string())?;
     super::common::leak_at_exit((plan, loaded, outcome));

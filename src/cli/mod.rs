@@ -7,6 +7,7 @@
 mod apply;
 mod common;
 mod fmt;
+mod graph;
 mod guards;
 mod plan;
 mod runs;
@@ -46,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the configuration: syntax, references, types, graph; talks to no API.
-    Validate(VarArgs),
+    Validate(ValidateArgs),
     /// Read the live state and show what apply would change.
     Plan(PlanArgs),
     /// Plan, ask for approval, then apply the steps with a durable journal.
@@ -59,6 +60,8 @@ pub enum Command {
     Show(ShowArgs),
     /// The audit log of apply runs: `runs list`, `runs show ID`.
     Runs(RunsArgs),
+    /// Print the dependency graph of the steps and data sources in DOT (Graphviz).
+    Graph(GraphArgs),
 }
 
 /// Variable flags shared by every command that evaluates the configuration.
@@ -70,6 +73,33 @@ pub struct VarArgs {
     /// Read variables from an HCL file of `name = value` lines (repeatable).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
+}
+
+/// `opsctl validate`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ValidateArgs {
+    /// Variables.
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Print one JSON document (Terraform's `validate -json` shape; docs/json-format.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `opsctl graph`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GraphArgs {}
+
+/// How `opsctl plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PlanFormat {
+    /// Text for a terminal.
+    #[default]
+    Human,
+    /// A pull-request comment (GitHub-flavoured Markdown, under 65,536 characters).
+    Markdown,
+    /// One versioned JSON document (docs/json-format.md).
+    Json,
 }
 
 /// A clap value parser for text arguments: like clap's own, but a value that is not UTF-8 is
@@ -118,6 +148,9 @@ pub struct PlanArgs {
     /// Save the plan to FILE, for `opsctl apply FILE` to apply exactly.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// How to print the plan: `human`, `markdown` (a pull-request comment) or `json`.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Human, value_name = "FORMAT")]
+    pub format: PlanFormat,
 }
 
 /// What to do with an interrupted step that cannot tell whether it took effect.
@@ -175,6 +208,16 @@ pub struct ApplyArgs {
     /// was reviewed, so apply does not ask otherwise).
     #[arg(long)]
     pub confirm: bool,
+    /// Approve the approval gate `step "approval" "NAME"` without asking (repeatable).
+    #[arg(long = "approve", value_name = "NAME", value_parser = Utf8Text("--approve"))]
+    pub approve: Vec<String>,
+    /// Start although the procedure's maintenance `window` is closed (journaled).
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Print one JSON event per line on standard output instead of the human output
+    /// (docs/json-format.md); needs `--auto-approve`, or a saved plan.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `opsctl show`.
@@ -186,12 +229,6 @@ pub struct ShowArgs {
     /// Print the plan as one JSON document.
     #[arg(long)]
     pub json: bool,
-    /// Approve the approval gate `step "approval" "NAME"` without asking (repeatable).
-    #[arg(long = "approve", value_name = "NAME", value_parser = Utf8Text("--approve"))]
-    pub approve: Vec<String>,
-    /// Start although the procedure's maintenance `window` is closed (journaled).
-    #[arg(long)]
-    pub ignore_window: bool,
 }
 
 /// `opsctl runs`.
@@ -280,6 +317,7 @@ const SINGLE_DASH: &[&str] = &[
     "recursive",
     "approve",
     "ignore-window",
+    "format",
 ];
 
 /// Rewrites Terraform's single-dash flags (`-var`, `-chdir=DIR`) to GNU form. Arguments need
@@ -345,7 +383,8 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         | Command::Plan(_)
         | Command::Fmt(_)
         | Command::Show(_)
-        | Command::Runs(_) => None,
+        | Command::Runs(_)
+        | Command::Graph(_) => None,
     };
     if let Some(Err(msg)) = state_dir.map(|d| check_state_dir(d)) {
         common::print_error(&msg);
@@ -359,6 +398,7 @@ pub async fn run(args: Vec<OsString>) -> i32 {
         Command::Fmt(a) => fmt::run(a),
         Command::Show(a) => saved::run_show(a),
         Command::Runs(a) => runs::run(a),
+        Command::Graph(a) => graph::run(a),
     }
 }
 

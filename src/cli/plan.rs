@@ -4,12 +4,22 @@ use crate::plan::{plan, PlanError, PlanOptions};
 use crate::render;
 
 use super::common::{load_with_vars, print_diags};
-use super::{exit, PlanArgs};
+use super::{exit, PlanArgs, PlanFormat};
 
 /// Runs `plan`; returns the exit code (with `--detailed-exitcode`: 0 nothing to do,
-/// 2 changes pending, 1 error).
+/// 2 changes pending, 1 error). `--format` picks the rendering: human text, a Markdown
+/// pull-request comment ([`render::markdown`]) or the JSON document ([`render::json`]).
 pub async fn run(args: PlanArgs) -> i32 {
-    let Some((loaded, vars)) = load_with_vars(&args.vars, false) else {
+    let loaded = if args.format == PlanFormat::Json {
+        // A configuration that does not load is an errored document too.
+        load_diagnosed(&args.vars).map_err(|d| {
+            print_diags(&d);
+            crate::outln!("{}", render::json::errored_plan_document(&d));
+        })
+    } else {
+        load_with_vars(&args.vars, false).ok_or(())
+    };
+    let Ok((loaded, vars)) = loaded else {
         return exit::ERROR;
     };
     let opts = PlanOptions {
@@ -26,18 +36,24 @@ pub async fn run(args: PlanArgs) -> i32 {
     .await
     {
         Ok((p, providers)) => {
-            crate::out!("{}", render::plan_text(&p));
-            super::guards::print_checks(&p, &Default::default(), "at plan");
-            match super::guards::clock() {
-                Ok(clock) => {
-                    if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
-                        crate::outln!("\n{line}");
+            match args.format {
+                PlanFormat::Human => {
+                    crate::out!("{}", render::plan_text(&p));
+                    super::guards::print_checks(&p, &Default::default(), "at plan");
+                    match super::guards::clock() {
+                        Ok(clock) => {
+                            if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
+                                crate::outln!("\n{line}");
+                            }
+                        }
+                        Err(msg) => {
+                            super::common::print_error(&msg);
+                            return exit::ERROR;
+                        }
                     }
                 }
-                Err(msg) => {
-                    super::common::print_error(&msg);
-                    return exit::ERROR;
-                }
+                PlanFormat::Markdown => crate::out!("{}", render::markdown::plan_markdown(&p)),
+                PlanFormat::Json => crate::outln!("{}", render::json::plan_document(&p)),
             }
             if let Some(out) = &args.out {
                 if let Err(msg) = super::saved::write_plan(out, &p, &providers) {
@@ -55,7 +71,22 @@ pub async fn run(args: PlanArgs) -> i32 {
         }
         Err(PlanError::Diagnostics(d)) => {
             print_diags(&d);
+            if args.format == PlanFormat::Json {
+                crate::outln!("{}", render::json::errored_plan_document(&d));
+            }
             exit::ERROR
         }
     }
+}
+
+/// Loads the configuration and resolves its variables, returning what went wrong as
+/// diagnostics (for the JSON document) instead of printing it.
+fn load_diagnosed(
+    args: &super::VarArgs,
+) -> Result<(super::common::Loaded, hcl::Map<String, hcl::Value>), crate::config::Diagnostics> {
+    let loaded = super::common::load()?;
+    let inputs = super::common::var_inputs(args)
+        .map_err(|msg| crate::config::Diagnostics::single(crate::config::Diagnostic::error(msg)))?;
+    let vars = crate::plan::vars::resolve(&loaded.config, &inputs)?;
+    Ok((loaded, vars))
 }

@@ -17,7 +17,8 @@ use super::{exit, ShowArgs, VarArgs};
 /// A message when a sensitive variable cannot be hashed or the file cannot be written.
 pub(super) fn write_plan(out: &Path, plan: &Plan, providers: &Providers) -> Result<(), String> {
     let variables = super::apply::journal_variables(&plan.config, &plan.variables)?;
-    let saved = SavedPlan::build(plan, variables, providers.args());
+    let document = crate::render::json::plan_document(plan);
+    let saved = SavedPlan::build(plan, variables, providers.args(), document);
     saved.write(out)?;
     crate::outln!(
         "\nSaved the plan to: {}\n\nTo perform exactly these actions, run:\n  opsctl apply {}",
@@ -33,7 +34,15 @@ pub(super) fn run_show(args: ShowArgs) -> i32 {
     match SavedPlan::load(&args.file) {
         Ok(saved) => {
             if args.json {
-                let doc = saved_plan::to_json(&saved);
+                // The document `plan --format json` printed (docs/plan.schema.json), and the
+                // plan's digest; a file from before documents were kept: its own rendering.
+                let doc = if saved.body.document.is_object() {
+                    let mut doc = saved.body.document.clone();
+                    doc["plan_digest"] = serde_json::Value::String(saved.digest.clone());
+                    doc
+                } else {
+                    saved_plan::to_json(&saved)
+                };
                 crate::outln!("{}", serde_json::to_string(&doc).unwrap_or_default());
             } else {
                 crate::out!("{}", saved_plan::render_text(&saved));

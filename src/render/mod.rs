@@ -1,6 +1,9 @@
 //! Rendering: human plan text, apply summaries and progress. The only module that writes to
 //! the terminal (through the writers it is given, or indicatif).
 
+pub mod events;
+pub mod json;
+pub mod markdown;
 pub mod progress;
 pub mod safe;
 
@@ -19,11 +22,23 @@ use crate::provider::{Action, FieldChange};
 /// (opsctl keeps SIGPIPE ignored, so that it is never killed mid-apply). Used through
 /// [`crate::out!`] and [`crate::outln!`].
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    if STDOUT_SILENCED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(args);
     if newline {
         let _ = out.write_all(b"\n");
     }
+}
+
+/// Set by [`silence_stdout`].
+static STDOUT_SILENCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends the human output of [`write_stdout`] nowhere for the rest of the process: standard
+/// output then carries only a machine-readable stream (`apply --json`, see [`events`]).
+pub fn silence_stdout() {
+    STDOUT_SILENCED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Like [`write_stdout`], for standard error. Used through [`crate::errln!`].

@@ -4,8 +4,8 @@
 
 pub mod journal;
 pub mod lock;
-pub mod saved_plan;
 pub mod runs;
+pub mod saved_plan;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -171,9 +171,9 @@ pub fn record_from_journal(facts: &RunFacts<'_>, records: &[Record]) -> RunRecor
                 };
                 (step, result, Some(action.clone()), None, at)
             }
-            Record::StepFailed { step, error, at } => {
-                (step, "failed", None, Some(error.clone()), at)
-            }
+            Record::StepFailed {
+                step, error, at, ..
+            } => (step, "failed", None, Some(error.clone()), at),
             Record::StepInDoubt { step, reason, at } => {
                 (step, "in_doubt", None, Some(reason.clone()), at)
             }

@@ -68,6 +68,10 @@ pub struct Body {
     pub steps: Vec<SavedStep>,
     /// Outputs as known at plan time.
     pub outputs: Vec<SavedOutput>,
+    /// The plan's JSON document as `plan --format json` prints it (`docs/plan.schema.json`),
+    /// which `show --json` prints; Null in a file written before it was kept.
+    #[serde(default, skip_serializing_if = "Json::is_null")]
+    pub document: Json,
 }
 
 /// One configuration file the plan was made from.
@@ -229,11 +233,13 @@ fn shape_of(f: &FieldChange) -> String {
 impl SavedPlan {
     /// Builds the saved plan of `plan`: `variables` as the journal records them (sensitive
     /// ones hashed by the caller), `providers` the evaluated provider arguments by key.
-    /// Every value derived from a sensitive value is left out.
+    /// Every value derived from a sensitive value is left out. `document` is the plan's JSON
+    /// document (`render::json::plan_document`, redacted), kept for `show --json`.
     pub fn build(
         plan: &Plan,
         variables: serde_json::Map<String, Json>,
         providers: &HashMap<String, ProviderArgs>,
+        document: Json,
     ) -> SavedPlan {
         let steps = plan
             .instances
@@ -329,6 +335,7 @@ impl SavedPlan {
             providers,
             steps,
             outputs,
+            document,
         };
         let digest = body_digest(&serde_json::to_value(&body).unwrap_or_default());
         SavedPlan {
@@ -824,6 +831,7 @@ mod tests {
                 sensitive: false,
             }],
             outputs: vec![],
+            document: Json::Null,
         };
         let digest = body_digest(&serde_json::to_value(&body).unwrap());
         SavedPlan {
