@@ -451,6 +451,9 @@ fn provider_key(file: usize, expr: &Expression) -> Option<String> {
     (refs.len() == 1 && refs[0].parts.len() <= 2).then(|| refs[0].parts.join("."))
 }
 
+/// One module instance: its key, its address prefix and its output names.
+type InstanceOutputs = (Key, String, Vec<String>);
+
 /// Expands every `module` call of `config` (loaded from `dir`), nested calls included.
 ///
 /// # Errors
@@ -471,7 +474,7 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
         })
         .collect();
     // Aggregate local name -> (call span, instances: (key, instance prefix, output names)).
-    let mut aggregates: Vec<(String, ModuleCall, Vec<(Key, String, Vec<String>)>)> = Vec::new();
+    let mut aggregates: Vec<(String, ModuleCall, Vec<InstanceOutputs>)> = Vec::new();
     // Aggregate local name -> addresses of every block inside (nested ones included).
     let mut members: HashMap<String, Vec<(String, String, String, RefRoot)>> = HashMap::new();
     let mut expanded = 0usize;
