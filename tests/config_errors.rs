@@ -212,7 +212,7 @@ step "noop" "b" {
 fn unknown_step_type() {
     validate_error(
         "step \"noop\" \"ok\" {}\nstep \"foo\" \"a\" {}\n",
-        "unknown step type `foo`; known step types: eks_cluster_version, eks_nodegroup_scaling, eks_nodegroup_version, exec, kubernetes_annotate, kubernetes_cordon, kubernetes_delete, kubernetes_drain, kubernetes_job, kubernetes_label, kubernetes_manifest, kubernetes_patch, kubernetes_rollout_restart, kubernetes_rollout_undo, kubernetes_scale, kubernetes_set_image, kubernetes_uncordon, kubernetes_wait, noop, rds_instance, rds_read_replica, rds_reboot, rds_restore_point_in_time, rds_restore_snapshot, rds_snapshot, rds_snapshot_export",
+        "unknown step type `foo`; known step types: approval, eks_cluster_version, eks_nodegroup_scaling, eks_nodegroup_version, exec, http_check, kubernetes_annotate, kubernetes_cordon, kubernetes_delete, kubernetes_drain, kubernetes_job, kubernetes_label, kubernetes_manifest, kubernetes_patch, kubernetes_rollout_restart, kubernetes_rollout_undo, kubernetes_scale, kubernetes_set_image, kubernetes_uncordon, kubernetes_wait, noop, rds_instance, rds_read_replica, rds_reboot, rds_restore_point_in_time, rds_restore_snapshot, rds_snapshot, rds_snapshot_export, vault_database_config, vault_database_role, vault_database_rotate_root, vault_kv, vault_lease_revoke, vault_policy, vault_unseal",
         "main.hcl:2:6",
     );
 }

@@ -106,11 +106,15 @@ data "kubernetes_objects" "batch_jobs" {
 
 # --- Pre-maintenance ---------------------------------------------------------------------
 
+locals {
+  # Timestamps as comparable numbers (YYYYMMDDhhmmss).
+  newest_backup_at = data.rds_snapshots.backups.count > 0 ? parseint(formatdate("YYYYMMDDhhmmss", data.rds_snapshots.backups.items[0].snapshot_create_time), 10) : 0
+  backup_deadline  = parseint(formatdate("YYYYMMDDhhmmss", timeadd(timestamp(), "-${var.backup_max_age_hours}h")), 10)
+}
+
 check "backups_fresh" {
   assert {
-    condition = data.rds_snapshots.backups.count > 0 && (
-      parseint(formatdate("YYYYMMDDhhmmss", data.rds_snapshots.backups.items[0].snapshot_create_time), 10) > parseint(formatdate("YYYYMMDDhhmmss", timeadd(timestamp(), "-${var.backup_max_age_hours}h")), 10)
-    )
+    condition     = local.newest_backup_at > local.backup_deadline
     error_message = "no RDS snapshot of platform-postgres-prod newer than ${var.backup_max_age_hours} h"
   }
 }
