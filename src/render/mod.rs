@@ -170,6 +170,25 @@ pub fn render_field(out: &mut String, action: Action, f: &FieldChange) {
     }
 }
 
+/// Writes a step's `  #   after: A, B and N more` line of the plan text: the addresses of the
+/// steps it comes after (`deps`), at most five named; nothing when it has none.
+pub fn write_after_line(out: &mut String, deps: &[&str]) {
+    if deps.is_empty() {
+        return;
+    }
+    let more = deps.len().saturating_sub(5);
+    let _ = writeln!(
+        out,
+        "  #   after: {}{}",
+        deps[..deps.len() - more].join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+}
+
 /// The human plan: one section per step that does something, then the summary line.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -199,25 +218,12 @@ pub fn plan_text(plan: &Plan) -> String {
                 inst.target.as_str()
             };
             let _ = writeln!(out, "  #   target: {target}");
-            if !inst.deps.is_empty() {
-                let names: Vec<&str> = inst
-                    .deps
-                    .iter()
-                    .take(5)
-                    .map(|&d| plan.instances[d].address.as_str())
-                    .collect();
-                let more = inst.deps.len().saturating_sub(5);
-                let _ = writeln!(
-                    out,
-                    "  #   after: {}{}",
-                    names.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
+            let deps: Vec<&str> = inst
+                .deps
+                .iter()
+                .map(|&d| plan.instances[d].address.as_str())
+                .collect();
+            write_after_line(&mut out, &deps);
             let _ = writeln!(out, "  {} {}", inst.change.action.symbol(), inst.address);
             for f in &inst.change.fields {
                 let last = f.path.rsplit('.').next().unwrap_or(&f.path);

@@ -622,20 +622,8 @@ pub fn render_text(saved: &SavedPlan) -> String {
             let action = parse_action(&s.action).unwrap_or(Action::Run);
             let _ = writeln!(out, "  # {} {}", s.address, crate::render::describe(action));
             let _ = writeln!(out, "  #   target: {}", s.target);
-            if !s.depends_on.is_empty() {
-                let names: Vec<&str> = s.depends_on.iter().take(5).map(String::as_str).collect();
-                let more = s.depends_on.len().saturating_sub(5);
-                let _ = writeln!(
-                    out,
-                    "  #   after: {}{}",
-                    names.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
+            let deps: Vec<&str> = s.depends_on.iter().map(String::as_str).collect();
+            crate::render::write_after_line(&mut out, &deps);
             let _ = writeln!(out, "  {} {}", action.symbol(), s.address);
             for f in &s.fields {
                 if f.sensitive {
