@@ -1174,3 +1174,13 @@ fn instance_limits_per_block_and_per_procedure() {
         "error: the procedure has more than 50000 step and data instances (the limit per procedure) once `step.noop.b",
     );
 }
+
+#[test]
+fn an_unknown_block_type_lists_every_block_type() {
+    // `resource` is Terraform's; opsctl's blocks, `module` included, are named.
+    validate_error(
+        "\nresource \"aws_instance\" \"a\" {\n}\n",
+        "unknown block type `resource`; expected `variable`, `locals`, `provider`, `data`, `step`, `output`, `module`, `check` or `window`",
+        "main.hcl:2:1",
+    );
+}

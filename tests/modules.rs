@@ -2,7 +2,9 @@
 //! addresses, outputs flowing between modules and into a root step, a type error in a module
 //! input located at the caller, `kill -9` inside a module instance and resume, the
 //! unordered-writer check across module instances, and load-time errors (a non-local source, a
-//! `for_each` known only at plan, unknown and missing inputs).
+//! `for_each` known only at plan, unknown and missing inputs), a `for_each` over a root
+//! variable (from `--var`, a saved plan and the journal of a resumed run; a placeholder instance
+//! in `validate`), and `providers = { kubernetes = kubernetes.prod }` against kube.
 //!
 //! Exec steps append a line per run to `effects.log`, so counting lines says exactly which side
 //! effects happened and how often. The Kubernetes test uses the shared kube-apiserver of
@@ -18,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kube_support::*;
-use support::repo_root;
+use support::{opsctl, repo_root, run};
 
 /// Lines of `effects.log` per text.
 fn effects(work: &Workdir) -> BTreeMap<String, usize> {
@@ -201,9 +203,7 @@ fn load_time_errors_a_registry_source_and_a_for_each_known_only_at_plan() {
     let out = opsctl_run(&work, &["plan"]);
     out.expect_code(1);
     assert!(
-        out.stderr
-            .contains("not known when the configuration loads")
-            && out.stderr.contains("main.hcl:6:"),
+        out.stderr.contains("which is not known before plan") && out.stderr.contains("main.hcl:6:"),
         "{out}"
     );
 }
@@ -424,4 +424,155 @@ module "maintenance" {
     }
     let e = effects(&work);
     assert_eq!(e.len(), 3, "{e:?}\n{out}");
+}
+
+/// A root module that calls the greeter once per element of the variable `nodes`; a greeter's
+/// steps fail for a name until the file `ok-NAME` exists.
+fn write_for_each_over_a_variable(work: &Workdir, sensitive: bool) {
+    work.write(
+        "modules/greeter/main.hcl",
+        &GREETER.replace(
+            "command = \"echo ${var.name}-first >> effects.log\"",
+            "command = \"test -f ok-${var.name} && echo ${var.name}-first >> effects.log\"",
+        ),
+    );
+    work.write(
+        "main.hcl",
+        &format!(
+            "variable \"nodes\" {{\n  type      = list(string)\n  sensitive = {sensitive}\n}}\n\nmodule \"g\" {{\n  source   = \"./modules/greeter\"\n  for_each = toset(var.nodes)\n  name     = each.key\n}}\n"
+        ),
+    );
+}
+
+#[test]
+fn a_module_for_each_over_a_root_variable_takes_it_from_the_flags_the_saved_plan_and_the_journal() {
+    let work = Workdir::new();
+    write_for_each_over_a_variable(&work, false);
+    for n in ["a", "b", "c"] {
+        fs::write(work.path().join(format!("ok-{n}")), "").unwrap();
+    }
+
+    // Plan: one instance per element of `--var`.
+    let out = opsctl_run(&work, &["plan", "--var", r#"nodes=["a","b"]"#]);
+    out.expect_success();
+    for n in ["a", "b"] {
+        assert!(
+            out.stdout
+                .contains(&format!("module.g[\"{n}\"].step.exec.second")),
+            "{out}"
+        );
+    }
+    assert!(!out.stdout.contains("module.g[\"c\"]"), "{out}");
+
+    // Without a value: validate checks the module once, through a placeholder instance; plan
+    // asks for the variable.
+    let out = run(opsctl(&work, None).arg("validate"));
+    out.expect_success();
+    assert!(out.stdout.contains("2 step(s)"), "{out}");
+    let out = run(opsctl(&work, None).arg("graph"));
+    out.expect_success();
+    assert!(out.stdout.contains("module.g[*].step.exec.first"), "{out}");
+    let out = opsctl_run(&work, &["plan"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("nodes"), "{out}");
+
+    // A saved plan keeps the variable: applying it expands the same instances.
+    let out = opsctl_run(
+        &work,
+        &["plan", "--var", r#"nodes=["c"]"#, "--out", "c.plan"],
+    );
+    out.expect_success();
+    let out = opsctl_run(&work, &["apply", "c.plan"]);
+    out.expect_success();
+    assert_eq!(effects(&work).get("c-second"), Some(&1), "{out}");
+
+    // A run that fails in instance "b" resumes with the journal's variables (no `--var`) and
+    // does not repeat instance "a".
+    fs::remove_file(work.path().join("ok-b")).unwrap();
+    let out = opsctl_run(
+        &work,
+        &["apply", "--auto-approve", "--var", r#"nodes=["a","b"]"#],
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("module.g[\"b\"].step.exec.first"),
+        "{out}"
+    );
+    let e = effects(&work);
+    assert_eq!(e.get("a-second"), Some(&1), "{e:?}");
+    assert_eq!(e.get("b-first"), None, "{e:?}");
+    fs::write(work.path().join("ok-b"), "").unwrap();
+    let out = opsctl_run(&work, &["apply", "--resume", "--auto-approve"]);
+    out.expect_success();
+    let e = effects(&work);
+    for line in ["a-first", "a-second", "b-first", "b-second"] {
+        assert_eq!(e.get(line), Some(&1), "{line}: {e:?}\n{out}");
+    }
+}
+
+#[test]
+fn a_module_for_each_over_a_sensitive_variable_is_refused() {
+    let work = Workdir::new();
+    write_for_each_over_a_variable(&work, true);
+    let out = opsctl_run(&work, &["plan", "--var", r#"nodes=["hunter2"]"#]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("refers to the sensitive `var.nodes`")
+            && out.stderr.contains("main.hcl:8:"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("hunter2"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn providers_on_a_module_call_pick_the_aliased_kubernetes_provider_for_its_steps() {
+    let c = client().await;
+    create_node(&c, "mod-prov-a").await;
+    create_node(&c, "mod-prov-b").await;
+    let work = Workdir::new();
+    // The default provider points at a port where nothing listens; only `kubernetes.prod`
+    // reaches the cluster.
+    let nowhere = kubeconfig_with_user(&work, "nowhere", "https://127.0.0.1:1", "    token: x\n");
+    work.write(
+        "modules/cordon/main.hcl",
+        "variable \"node\" {\n  type = string\n}\n\nstep \"kubernetes_cordon\" \"this\" {\n  node = var.node\n}\n",
+    );
+    // A nested call inherits its caller's mapping.
+    work.write(
+        "modules/pair/main.hcl",
+        "variable \"nodes\" {\n  type = list(string)\n}\n\nmodule \"one\" {\n  source   = \"../cordon\"\n  for_each = toset(var.nodes)\n  node     = each.key\n}\n",
+    );
+    let main = |providers: &str| {
+        format!(
+            "provider \"kubernetes\" {{\n  config_path = \"{}\"\n}}\n\nprovider \"kubernetes\" {{\n  alias       = \"prod\"\n  config_path = \"{}\"\n}}\n\nmodule \"pair\" {{\n  source = \"./modules/pair\"\n  nodes  = [\"mod-prov-a\", \"mod-prov-b\"]\n{providers}}}\n",
+            nowhere.display(),
+            server().kubeconfig().display()
+        )
+    };
+
+    // Without the mapping, the module's steps use the default provider and cannot connect.
+    work.write("main.hcl", &main(""));
+    let out = opsctl_run(&work, &["plan"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("no answer from the API server https://127.0.0.1:1"),
+        "{out}"
+    );
+
+    work.write(
+        "main.hcl",
+        &main("\n  providers = {\n    kubernetes = kubernetes.prod\n  }\n"),
+    );
+    let out = plan(&work, 2);
+    assert!(
+        out.stdout
+            .contains("module.pair.module.one[\"mod-prov-b\"].step.kubernetes_cordon.this"),
+        "{out}"
+    );
+    apply(&work);
+    for n in ["mod-prov-a", "mod-prov-b"] {
+        assert!(unschedulable(&node(&c, n).await), "{n} is cordoned");
+    }
+    plan(&work, 0);
 }

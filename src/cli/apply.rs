@@ -9,9 +9,10 @@ use crate::plan::{plan, PlanError, PlanOptions};
 use crate::render::{self, progress};
 use crate::state::journal::{self, JournalWriter, Record};
 use crate::state::lock::StateLock;
+use crate::state::saved_plan::SavedPlan;
 use crate::state::{current_user, hostname, now_rfc3339};
 
-use super::common::{load, print_diags, print_error, var_inputs};
+use super::common::{load_root, print_diags, print_error, var_inputs};
 use super::{exit, ApplyArgs, InDoubtArg};
 
 pub(super) fn ask_line(prompt: &str) -> Option<String> {
@@ -70,25 +71,27 @@ pub async fn run(args: ApplyArgs) -> i32 {
 }
 
 async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
-    let loaded = match load() {
-        Ok(l) => l,
+    // The root configuration: its variables are resolved first (from the flags, the journal
+    // of the run resumed or the saved plan), then its modules are expanded with them.
+    let root = match load_root() {
+        Ok(r) => r,
         Err(d) => {
             print_diags(&d);
             return Ok(exit::ERROR);
         }
     };
-    // A saved plan: read and checked against the configuration before anything else.
+    // A saved plan: read before anything else, checked against the configuration once its
+    // modules are expanded.
     let saved = match &args.plan_file {
-        Some(f) => Some(super::saved::open_for_apply(f, &loaded.config)?),
+        Some(f) => Some(SavedPlan::load(f)?),
         None => None,
     };
     if saved.is_some() && !args.resume {
-        super::saved::check_vars(&args.vars, &loaded.config)?;
+        super::saved::check_vars(&args.vars, &root.config)?;
     }
     if args.resume {
         let sensitive = |name: &str| {
-            loaded
-                .config
+            root.config
                 .variables
                 .iter()
                 .any(|v| v.name == name && v.sensitive)
@@ -115,6 +118,7 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
 
     // Resume: find the run and replay its journal.
     let mut replay = None;
+    let mut resumed_digest: Option<(String, String)> = None;
     let mut run_id = None;
     let mut read_back = None;
     let latest = journal::latest_run(&args.state_dir).map_err(|e| e.to_string())?;
@@ -174,16 +178,9 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
                 path.display()
             ));
         };
-        if *config_digest != loaded.config.digest {
-            return Err(format!(
-                "the configuration changed since run `{id}` started (digest `{}` then, `{}` now); resuming would apply a different procedure. \
-                 Restore the configuration to resume, or start a new run with `opsctl apply --discard-unfinished` (its finished steps would run again)",
-                short(config_digest),
-                short(&loaded.config.digest)
-            ));
-        }
+        resumed_digest = Some((id.clone(), config_digest.clone()));
         super::saved::check_resume(&id, &r, &read.records, saved.as_ref(), args.replan)?;
-        let vars = resumed_variables(&loaded.config, variables, &args.vars)?;
+        let vars = resumed_variables(&root.config, variables, &args.vars)?;
         crate::outln!(
             "Resuming run {id}: {} step(s) finished, {} in doubt, {} failed.",
             r.finished.len(),
@@ -195,10 +192,10 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
         replay = Some(r);
         vars
     } else if let Some(s) = &saved {
-        resumed_variables(&loaded.config, &s.body.variables, &args.vars)?
+        resumed_variables(&root.config, &s.body.variables, &args.vars)?
     } else {
         let inputs = var_inputs(&args.vars)?;
-        match crate::plan::vars::resolve(&loaded.config, &inputs) {
+        match crate::plan::vars::resolve(&root.config, &inputs) {
             Ok(v) => v,
             Err(d) => {
                 print_diags(&d);
@@ -206,6 +203,26 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
             }
         }
     };
+    let loaded = match root.expand(&variables) {
+        Ok(l) => l,
+        Err(d) => {
+            print_diags(&d);
+            return Ok(exit::ERROR);
+        }
+    };
+    if let Some(s) = &saved {
+        s.check_config(&loaded.config)?;
+    }
+    if let Some((id, config_digest)) = resumed_digest {
+        if config_digest != loaded.config.digest {
+            return Err(format!(
+                "the configuration changed since run `{id}` started (digest `{}` then, `{}` now); resuming would apply a different procedure. \
+                 Restore the configuration to resume, or start a new run with `opsctl apply --discard-unfinished` (its finished steps would run again)",
+                short(&config_digest),
+                short(&loaded.config.digest)
+            ));
+        }
+    }
 
     let finished_outputs = replay
         .as_ref()

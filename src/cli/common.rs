@@ -21,21 +21,43 @@ pub struct Loaded {
     pub registry: Arc<Registry>,
 }
 
-/// Loads `*.hcl` from the current directory and builds the graph.
+/// The root configuration of the current directory, read but with its `module` calls not yet
+/// expanded: its `variable` blocks are what variable inputs resolve against.
+pub struct Root {
+    /// The root configuration ([`Config::module_calls`] still holds the calls).
+    pub config: Config,
+    dir: std::path::PathBuf,
+}
+
+/// Reads `*.hcl` from the current directory ([`config::load_root`]).
 ///
 /// # Errors
 ///
-/// Every configuration diagnostic, with sources attached.
-pub fn load() -> Result<Loaded, Diagnostics> {
-    let registry = Arc::new(Registry::standard());
-    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let config = config::load_dir(&cwd)?;
-    let graph = graph::build(&config, &registry)?;
-    Ok(Loaded {
-        config: Arc::new(config),
-        graph: Arc::new(graph),
-        registry,
-    })
+/// Every configuration diagnostic of the root files, with sources attached.
+pub fn load_root() -> Result<Root, Diagnostics> {
+    let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let config = config::load_root(&dir)?;
+    Ok(Root { config, dir })
+}
+
+impl Root {
+    /// Expands the module calls with the resolved root variables `vars` (their `for_each` and
+    /// `count` may use them; an unknown value, as `validate` leaves a missing one, gives a
+    /// placeholder instance) and builds the graph.
+    ///
+    /// # Errors
+    ///
+    /// Every diagnostic of [`config::modules::expand`] and [`graph::build`], with sources.
+    pub fn expand(self, vars: &hcl::Map<String, hcl::Value>) -> Result<Loaded, Diagnostics> {
+        let registry = Arc::new(Registry::standard());
+        let config = config::modules::expand(self.config, &self.dir, Some(vars))?;
+        let graph = graph::build(&config, &registry)?;
+        Ok(Loaded {
+            config: Arc::new(config),
+            graph: Arc::new(graph),
+            registry,
+        })
+    }
 }
 
 /// Gathers raw variable inputs: `OPSCTL_VAR_*`, `--var-file`, `--var`.
@@ -87,15 +109,34 @@ pub fn load_with_vars(
     args: &VarArgs,
     lenient: bool,
 ) -> Option<(Loaded, hcl::Map<String, hcl::Value>)> {
-    let loaded = load().map_err(|d| print_diags(&d)).ok()?;
-    let inputs = var_inputs(args).map_err(|msg| print_error(&msg)).ok()?;
-    let resolved = if lenient {
-        crate::plan::vars::resolve_lenient(&loaded.config, &inputs)
+    load_resolved(args, lenient)
+        .map_err(|e| match e {
+            Err(msg) => print_error(&msg),
+            Ok(d) => print_diags(&d),
+        })
+        .ok()
+}
+
+/// Loads the configuration, resolves its variables from `args` (`lenient` as in
+/// [`load_with_vars`]) and expands its modules with them.
+///
+/// # Errors
+///
+/// `Err(message)` for unusable variable flags, `Ok(diagnostics)` for everything else.
+pub fn load_resolved(
+    args: &VarArgs,
+    lenient: bool,
+) -> Result<(Loaded, hcl::Map<String, hcl::Value>), Result<Diagnostics, String>> {
+    let root = load_root().map_err(Ok)?;
+    let inputs = var_inputs(args).map_err(Err)?;
+    let vars = if lenient {
+        crate::plan::vars::resolve_lenient(&root.config, &inputs)
     } else {
-        crate::plan::vars::resolve(&loaded.config, &inputs)
-    };
-    let vars = resolved.map_err(|d| print_diags(&d)).ok()?;
-    Some((loaded, vars))
+        crate::plan::vars::resolve(&root.config, &inputs)
+    }
+    .map_err(Ok)?;
+    let loaded = root.expand(&vars).map_err(Ok)?;
+    Ok((loaded, vars))
 }
 
 /// Leaves a large structure (a plan, a configuration) to the OS instead of freeing it: the

@@ -11,20 +11,19 @@ use crate::config::Config;
 use crate::graph::ConfigGraph;
 use crate::render::json::module_of;
 
-use super::common::{load, print_diags};
+use super::common::load_with_vars;
 use super::{exit, GraphArgs};
 
-/// Runs `graph`; returns the exit code (1 when the configuration is invalid).
-pub fn run(_args: GraphArgs) -> i32 {
-    match load() {
-        Ok(loaded) => {
+/// Runs `graph`; returns the exit code (1 when the configuration is invalid). Variables are
+/// resolved as `validate` does (a missing one is unknown): a module whose `for_each` uses one
+/// is drawn with its instances, or one placeholder instance `[*]` without a value.
+pub fn run(args: GraphArgs) -> i32 {
+    match load_with_vars(&args.vars, true) {
+        Some((loaded, _)) => {
             crate::out!("{}", dot(&loaded.config, &loaded.graph));
             exit::OK
         }
-        Err(d) => {
-            print_diags(&d);
-            exit::ERROR
-        }
+        None => exit::ERROR,
     }
 }
 

@@ -88,7 +88,11 @@ pub struct ValidateArgs {
 
 /// `opsctl graph`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct GraphArgs {}
+pub struct GraphArgs {
+    /// Variable values (for modules whose `count`/`for_each` use them).
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
 
 /// How `opsctl plan` prints the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

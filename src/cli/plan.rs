@@ -84,9 +84,9 @@ pub async fn run(args: PlanArgs) -> i32 {
 fn load_diagnosed(
     args: &super::VarArgs,
 ) -> Result<(super::common::Loaded, hcl::Map<String, hcl::Value>), crate::config::Diagnostics> {
-    let loaded = super::common::load()?;
-    let inputs = super::common::var_inputs(args)
-        .map_err(|msg| crate::config::Diagnostics::single(crate::config::Diagnostic::error(msg)))?;
-    let vars = crate::plan::vars::resolve(&loaded.config, &inputs)?;
-    Ok((loaded, vars))
+    super::common::load_resolved(args, false).map_err(|e| {
+        e.unwrap_or_else(|msg| {
+            crate::config::Diagnostics::single(crate::config::Diagnostic::error(msg))
+        })
+    })
 }

@@ -56,20 +56,6 @@ pub(super) fn run_show(args: ShowArgs) -> i32 {
     }
 }
 
-/// Reads a saved plan for `apply FILE` and checks it against the configuration now.
-///
-/// # Errors
-///
-/// As [`SavedPlan::load`] and [`SavedPlan::check_config`].
-pub(super) fn open_for_apply(
-    file: &Path,
-    config: &crate::config::Config,
-) -> Result<SavedPlan, String> {
-    let saved = SavedPlan::load(file)?;
-    saved.check_config(config)?;
-    Ok(saved)
-}
-
 /// The only `--var` a saved plan takes is a sensitive variable supplied again.
 ///
 /// # Errors

@@ -5,7 +5,7 @@ use crate::config::Diagnostics;
 use crate::plan::{plan, PlanError, PlanOptions};
 use crate::render;
 
-use super::common::{load, print_diags, print_error, var_inputs};
+use super::common::{load_resolved, print_diags, print_error};
 use super::{exit, ValidateArgs};
 
 /// Runs `validate`; returns the exit code (0 valid, 1 not).
@@ -50,10 +50,10 @@ enum Problem {
 
 /// Loads, resolves variables leniently and plans without reading; the summary line when valid.
 async fn check(args: ValidateArgs) -> Result<String, Problem> {
-    let loaded = load().map_err(Problem::Diagnostics)?;
-    let inputs = var_inputs(&args.vars).map_err(Problem::Message)?;
-    let vars = crate::plan::vars::resolve_lenient(&loaded.config, &inputs)
-        .map_err(Problem::Diagnostics)?;
+    let (loaded, vars) = load_resolved(&args.vars, true).map_err(|e| match e {
+        Ok(d) => Problem::Diagnostics(d),
+        Err(msg) => Problem::Message(msg),
+    })?;
     let opts = PlanOptions {
         read: false,
         ..PlanOptions::default()

@@ -329,8 +329,20 @@ const STEP_META: &[&str] = &["depends_on", "count", "for_each", "provider", "tim
 /// Returns every diagnostic found: unreadable files, a `*.hcl` symbolic link whose target is
 /// missing (naming the link and its target), a file that is not UTF-8 (at the `file:line:col`
 /// of the first bad byte), syntax errors (with `file:line:col`), unknown block types,
-/// duplicate addresses, malformed meta-arguments.
+/// duplicate addresses, malformed meta-arguments; and as [`modules::expand`] without
+/// variable values (a module whose instances depend on a root variable is an error).
 pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
+    load_root(dir).and_then(|config| modules::expand(config, dir, None))
+}
+
+/// Loads every `*.hcl` file of `dir` as [`load_dir`] does, but leaves its `module` calls in
+/// [`Config::module_calls`]: the root variables are read from this configuration, then
+/// [`modules::expand`] takes their values (a module's `for_each` may use them).
+///
+/// # Errors
+///
+/// As [`load_dir`], module expansion aside.
+pub fn load_root(dir: &Path) -> Result<Config, Diagnostics> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
@@ -426,7 +438,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, Diagnostics> {
         diags.attach_sources(&Sources { files });
         return Err(diags);
     }
-    load_sources(files).and_then(|config| modules::expand(config, dir))
+    load_sources(files)
 }
 
 /// Whether a directory entry named `name` is a configuration file: `*.hcl`, and neither
@@ -839,7 +851,7 @@ fn load_body(config: &mut Config, file: usize, body: &Body, diags: &mut Diagnost
             "check" => conditions::load_check(config, file, block, diags),
             other => diags.push(
                 Diagnostic::error(format!(
-                    "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step` or `output`"
+                    "unknown block type `{other}`; expected `variable`, `locals`, `provider`, `data`, `step`, `output`, `module`, `check` or `window`"
                 ))
                 .with_span(span_of(file, block.ident.span())),
             ),

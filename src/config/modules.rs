@@ -19,8 +19,11 @@
 //!   `depends_on = [module.NAME]` orders after all of them;
 //! - `each.key`, `each.value`, `count.index` in the call's arguments become per-instance locals.
 //!
-//! A module's `count`/`for_each` must be known when the configuration loads: literals,
-//! functions and locals (module inputs included), not root variables, steps or data sources.
+//! A module's `count`/`for_each` is decided before plan, once the root variables are resolved
+//! ([`expand`] takes them): literals, functions, locals (module inputs included) and root
+//! variables, not steps or data sources (whose values are only known while planning). Without
+//! variable values (`opsctl validate` with a variable left out) a call whose instances depend on
+//! one expands to a single placeholder instance `[*]`, so its body is still checked.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -256,6 +259,8 @@ enum Key {
     Single,
     Index(u64),
     Each(String, hcl::Value),
+    /// The instances are not known yet (a variable without a value, in `validate`).
+    Unknown,
 }
 
 impl Key {
@@ -264,19 +269,22 @@ impl Key {
             Key::Single => String::new(),
             Key::Index(i) => format!("[{i}]"),
             Key::Each(k, _) => format!("[{}]", serde_json::Value::String(k.clone())),
+            Key::Unknown => "[*]".to_string(),
         }
     }
 }
 
-/// Evaluates a call's `count`/`for_each` at load time: literals, functions and locals.
+/// Evaluates a call's `count`/`for_each` before plan: literals, functions, locals and the
+/// resolved root variables.
 struct LoadScope<'a> {
     config: &'a Config,
+    vars: Option<&'a hcl::Map<String, hcl::Value>>,
     depth: usize,
 }
 
 impl Scope for LoadScope<'_> {
-    fn var(&self, _: &str) -> Option<hcl::Value> {
-        None
+    fn var(&self, name: &str) -> Option<hcl::Value> {
+        self.vars?.get(name).cloned()
     }
     fn local(&self, name: &str) -> Option<hcl::Value> {
         if self.depth > 64 {
@@ -287,6 +295,7 @@ impl Scope for LoadScope<'_> {
             &l.attr,
             &LoadScope {
                 config: self.config,
+                vars: self.vars,
                 depth: self.depth + 1,
             },
         )
@@ -297,20 +306,39 @@ impl Scope for LoadScope<'_> {
     }
 }
 
-/// Why an expression cannot decide a module's instances at load time, if it cannot.
-fn load_time_problem(config: &Config, attr: &Attr, depth: usize) -> Option<(String, Span)> {
+/// What keeps an expression from deciding a module's instances before plan.
+enum Problem {
+    /// It refers to a step, a data source or (without variable values) a root variable.
+    NotKnown(String, Span),
+    /// It refers to a sensitive root variable (its value would show in the addresses).
+    Sensitive(String, Span),
+}
+
+/// Why an expression cannot decide a module's instances before plan, if it cannot. `vars`
+/// tells whether root variables are resolved yet.
+fn load_time_problem(config: &Config, attr: &Attr, vars: bool, depth: usize) -> Option<Problem> {
     for r in &attr.refs {
         match r.root {
             RefRoot::Local if depth < 64 => {
                 let name = r.parts.get(1)?;
                 if let Some(l) = config.locals.iter().find(|l| &l.attr.name == name) {
-                    if let Some(p) = load_time_problem(config, &l.attr, depth + 1) {
+                    if let Some(p) = load_time_problem(config, &l.attr, vars, depth + 1) {
                         return Some(p);
                     }
                 }
             }
             RefRoot::Local | RefRoot::Path => {}
-            _ => return Some((r.text(), r.span.clone())),
+            RefRoot::Var if vars => {
+                let name = r.parts.get(1)?;
+                if config
+                    .variables
+                    .iter()
+                    .any(|v| &v.name == name && v.sensitive)
+                {
+                    return Some(Problem::Sensitive(r.text(), r.span.clone()));
+                }
+            }
+            _ => return Some(Problem::NotKnown(r.text(), r.span.clone())),
         }
     }
     None
@@ -318,6 +346,7 @@ fn load_time_problem(config: &Config, attr: &Attr, depth: usize) -> Option<(Stri
 
 fn instance_keys(
     config: &Config,
+    vars: Option<&hcl::Map<String, hcl::Value>>,
     call: &ModuleCall,
     count: Option<&Attr>,
     for_each: Option<&Attr>,
@@ -334,17 +363,41 @@ fn instance_keys(
         (Some(c), None) => (c, "count"),
         (None, Some(f)) => (f, "for_each"),
     };
-    if let Some((text, span)) = load_time_problem(config, attr, 0) {
-        return Err(Diagnostic::error(format!(
-            "the `{what}` of `module.{}` refers to `{text}`, which is not known when the configuration loads",
-            call.name
-        ))
-        .with_span(span)
-        .with_note(
-            "module instances are decided before plan: use literals, functions and locals (module inputs included), not root variables, steps or data sources",
-        ));
+    match load_time_problem(config, attr, vars.is_some(), 0) {
+        Some(Problem::NotKnown(text, span)) => {
+            return Err(Diagnostic::error(format!(
+                "the `{what}` of `module.{}` refers to `{text}`, which is not known before plan",
+                call.name
+            ))
+            .with_span(span)
+            .with_note(
+                "module instances are decided before plan: use literals, functions, locals (module inputs included) and variables, not steps or data sources",
+            ))
+        }
+        Some(Problem::Sensitive(text, span)) if what == "for_each" => {
+            return Err(Diagnostic::error(format!(
+                "the `for_each` of `module.{}` refers to the sensitive `{text}`; its keys would show in every address, plan and journal",
+                call.name
+            ))
+            .with_span(span)
+            .with_note(
+                "use a non-sensitive variable for the keys, or `nonsensitive(...)` if the keys are not secret",
+            ))
+        }
+        _ => {}
     }
-    let value = evaluate(attr, &LoadScope { config, depth: 0 })?;
+    let value = evaluate(
+        attr,
+        &LoadScope {
+            config,
+            vars,
+            depth: 0,
+        },
+    )?;
+    if super::eval::is_unknown(&value) {
+        // Only without variable values (`validate`): one placeholder instance.
+        return Ok(vec![Key::Unknown]);
+    }
     match (what, value) {
         ("count", hcl::Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 10_000) => {
             Ok((0..n.as_u64().unwrap_or(0)).map(Key::Index).collect())
@@ -461,7 +514,11 @@ type InstanceOutputs = (Key, String, Vec<String>);
 /// Every diagnostic: a source that is not a local path or cannot be read, a syntax error in a
 /// module, unknown or missing inputs, a provider block inside a module, `count`/`for_each`
 /// not known at load time.
-pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
+pub fn expand(
+    mut config: Config,
+    dir: &Path,
+    vars: Option<&hcl::Map<String, hcl::Value>>,
+) -> Result<Config, Diagnostics> {
     if config.module_calls.is_empty() {
         return Ok(config);
     }
@@ -609,7 +666,13 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
                 continue;
             }
         };
-        let keys = match instance_keys(&config, &call, meta.get("count"), meta.get("for_each")) {
+        let keys = match instance_keys(
+            &config,
+            vars,
+            &call,
+            meta.get("count"),
+            meta.get("for_each"),
+        ) {
             Ok(keys) => keys,
             Err(d) => {
                 diags.push(d);
@@ -689,6 +752,11 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
                         .locals
                         .push(literal("each--key", hcl::Value::from(k.clone())));
                     config.locals.push(literal("each--value", v.clone()));
+                }
+                Key::Unknown => {
+                    for name in ["count--index", "each--key", "each--value"] {
+                        config.locals.push(literal(name, super::eval::unknown()));
+                    }
                 }
             }
             // Inputs.
@@ -849,6 +917,14 @@ pub fn expand(mut config: Config, dir: &Path) -> Result<Config, Diagnostics> {
                 None => "{}".to_string(),
             },
             Some(Key::Single) => object(&instances[0].1, &instances[0].2),
+            Some(Key::Unknown) => serde_json::Value::String(
+                super::eval::unknown()
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .to_string()
+            .replace("${", "$${"),
             Some(Key::Index(_)) => format!(
                 "[{}]",
                 instances

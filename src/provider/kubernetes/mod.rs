@@ -335,18 +335,50 @@ pub async fn connect(args: &ProviderArgs) -> Result<KubeClients, ProviderError> 
         }
         Loaded::InCluster(config) => (*config).clone(),
     };
-    let client = kube::Client::try_from(config).map_err(|e| {
-        ProviderError::new(format!(
-            "cannot build a client for context `{context}`: {}",
-            chain(&e)
-        ))
-    })?;
+    let server = config.cluster_url.to_string();
+    let server = server.trim_end_matches('/').to_string();
+    // Errors that come without an answer (connection refused, TLS, timeouts) name the server,
+    // as kubectl's "The connection to the server HOST was refused" does.
+    let name_server = tower::util::MapErrLayer::new(move |e: tower::BoxError| -> tower::BoxError {
+        Box::new(Unanswered {
+            server: server.clone(),
+            source: e,
+        })
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| {
+            ProviderError::new(format!(
+                "cannot build a client for context `{context}`: {}",
+                chain(&e)
+            ))
+        })?
+        .with_layer(&name_server)
+        .build();
     Ok(KubeClients {
         context,
         namespace,
         client,
         discovery: Arc::default(),
     })
+}
+
+/// A request the API server did not answer: the server's URL, then why.
+#[derive(Debug)]
+struct Unanswered {
+    server: String,
+    source: tower::BoxError,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer from the API server {}", self.server)
+    }
+}
+
+impl std::error::Error for Unanswered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
 }
 
 /// An error with its sources, `a: b: c`.
