@@ -69,25 +69,36 @@ async fn node_maintenance_cordons_drains_and_uncordons_every_node_of_the_example
     for n in ["lib-nm-a", "lib-nm-b"] {
         kube_support::create_node(&c, n).await;
     }
-    let (work, dir) = example("modules-node-maintenance", |t| {
-        t.replace(
-            "[\"ip-10-0-1-5.us-west-2.compute.internal\", \"ip-10-0-2-7.us-west-2.compute.internal\"]",
-            "[\"lib-nm-a\", \"lib-nm-b\"]",
-        )
-    });
+    // The nodes come from `--var` (the module's `for_each` is over the variable).
+    let (work, dir) = example("modules-node-maintenance", |t| t);
     let kubeconfig = format!("kubeconfig={}", s.kubeconfig().display());
+    let nodes = r#"nodes=["lib-nm-a","lib-nm-b"]"#;
     let (work, dir, p, a) = kube_support::blocking(move || {
         let p = in_dir(
             opsctl(&work, None),
             &work,
             &dir,
-            &["plan", "--detailed-exitcode", "--var", &kubeconfig],
+            &[
+                "plan",
+                "--detailed-exitcode",
+                "--var",
+                &kubeconfig,
+                "--var",
+                nodes,
+            ],
         );
         let a = in_dir(
             opsctl(&work, None),
             &work,
             &dir,
-            &["apply", "--auto-approve", "--var", &kubeconfig],
+            &[
+                "apply",
+                "--auto-approve",
+                "--var",
+                &kubeconfig,
+                "--var",
+                nodes,
+            ],
         );
         (work, dir, p, a)
     })

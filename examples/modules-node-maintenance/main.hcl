@@ -2,10 +2,10 @@
 # each node is cordoned, drained, maintained and uncordoned. One module instance per node:
 # `module.maintenance["NODE"].step.kubernetes_drain.this`, and so on.
 #
-# The nodes are a local: a module's `for_each` is decided when the configuration loads.
+# The nodes are a variable: a module's `for_each` is decided before plan, from the values given.
 #
-#   opsctl plan
-#   opsctl apply
+#   opsctl plan  --var 'nodes=["ip-10-0-1-5.us-west-2.compute.internal"]'
+#   opsctl apply --var 'nodes=["ip-10-0-1-5.us-west-2.compute.internal"]'
 
 variable "kubeconfig" {
   type        = string
@@ -13,8 +13,10 @@ variable "kubeconfig" {
   description = "kubeconfig file (default: KUBECONFIG, else ~/.kube/config)"
 }
 
-locals {
-  nodes = ["ip-10-0-1-5.us-west-2.compute.internal", "ip-10-0-2-7.us-west-2.compute.internal"]
+variable "nodes" {
+  type        = list(string)
+  default     = ["ip-10-0-1-5.us-west-2.compute.internal", "ip-10-0-2-7.us-west-2.compute.internal"]
+  description = "the nodes to maintain, one module instance each"
 }
 
 provider "kubernetes" {
@@ -23,7 +25,7 @@ provider "kubernetes" {
 
 module "maintenance" {
   source      = "../../modules/node-maintenance"
-  for_each    = toset(local.nodes)
+  for_each    = toset(var.nodes)
   node        = each.key
   maintenance = "echo maintenance window: ${each.key} is drained"
 }
