@@ -15,6 +15,9 @@
 //!   the trailing comments of consecutive lines in a run aligned too;
 //! - at most one blank line in a row; none after `{`, before `}` or at the ends of the file;
 //!   no trailing whitespace; the file ends with one newline;
+//! - a line break inside an expression (before or after a binary operator, inside brackets)
+//!   kept, each line inside parentheses one level in, as hclwrite indents by the brackets open
+//!   at the start of a line;
 //! - comments (`#`, `//`, `/* */`, trailing) kept where they were, re-indented; heredocs and
 //!   quoted strings untouched.
 
@@ -22,7 +25,8 @@ use hcl_edit::expr::{
     Array, Expression, FuncArgs, Object, ObjectValueTerminator, TraversalOperator,
 };
 use hcl_edit::structure::{Block, Body, Structure};
-use hcl_edit::{Decor, Decorate};
+use hcl_edit::visit_mut::{self, VisitMut};
+use hcl_edit::{Decor, Decorate, Span as _};
 
 /// One indentation level.
 const INDENT: &str = "  ";
@@ -39,6 +43,7 @@ const INDENT: &str = "  ";
 /// `file:line:col` diagnostic, see [`super::syntax`]).
 pub fn format(text: &str) -> Result<String, hcl_edit::parser::Error> {
     let mut body = hcl_edit::parser::parse_body(text)?;
+    OperatorDecor { text }.visit_body_mut(&mut body);
     format_items(&mut body, "");
     let suffix = raw(body.decor().suffix());
     let suffix = trail(&suffix, "", "", false, body.is_empty());
@@ -51,6 +56,35 @@ pub fn format(text: &str) -> Result<String, hcl_edit::parser::Error> {
         return Ok(String::new());
     }
     Ok(format!("{out}\n"))
+}
+
+/// Reads the whitespace and comments around every binary operator from the source.
+///
+/// hcl-edit 0.10 leaves an operator's decor pointing into the source text (its `despan` skips
+/// the operator), where it reads as empty: a line break before or after `&&` would be lost.
+/// The decor is exactly the text between the operands and the operator (operands carry no
+/// decor of their own inside an operation), so it is taken from there.
+struct OperatorDecor<'a> {
+    text: &'a str,
+}
+
+impl VisitMut for OperatorDecor<'_> {
+    fn visit_binary_op_mut(&mut self, node: &mut hcl_edit::expr::BinaryOp) {
+        let spans = (
+            node.lhs_expr.span(),
+            node.operator.span(),
+            node.rhs_expr.span(),
+        );
+        if let (Some(l), Some(o), Some(r)) = spans {
+            if let (Some(before), Some(after)) =
+                (self.text.get(l.end..o.start), self.text.get(o.end..r.start))
+            {
+                node.operator.decor_mut().set_prefix(before.to_string());
+                node.operator.decor_mut().set_suffix(after.to_string());
+            }
+        }
+        visit_mut::visit_binary_op_mut(self, node);
+    }
 }
 
 /// The diagnostic for a file that does not parse, located at `file:line:col` as
@@ -549,11 +583,19 @@ fn format_expr(expr: &mut Expression, ind: &str) {
             format_args(&mut call.args, ind);
         }
         Expression::Parenthesis(paren) => {
-            let multi = breaks(paren.inner().decor().prefix());
-            let inner_ind = if multi { inner.as_str() } else { ind };
+            // Every line the parentheses hold is one level in, as hclwrite indents by the
+            // brackets open at the start of a line: `(a &&` then `  b)`.
+            let inner_ind = inner.as_str();
             format_expr(paren.inner_mut(), inner_ind);
             let p = inline(&raw(paren.inner().decor().prefix()), "", inner_ind);
-            let s = inline(&raw(paren.inner().decor().suffix()), "", ind);
+            let suffix = raw(paren.inner().decor().suffix());
+            // A comment after the last operand keeps its space: `b # why` then `)`.
+            let default = if scan(&suffix).comments.is_empty() {
+                ""
+            } else {
+                " "
+            };
+            let s = inline(&suffix, default, ind);
             paren.inner_mut().decor_mut().set_prefix(p);
             paren.inner_mut().decor_mut().set_suffix(s);
         }
@@ -924,7 +966,8 @@ d = merge(
   var.x,
   { y = 1 }
 )
-e = (1 + 2)
+e = (1 +
+  2)
 f = var.a ? "x" : "y"
 h = [for x in var.l : upper(x) if x != ""]
 i = [
@@ -983,5 +1026,36 @@ s = [ # after bracket
             format(text).unwrap(),
             "name   = \"x\"\npolicy = <<EOT\n  a  \nEOT\nlonger_name = 1\nb           = 2\n"
         );
+    }
+
+    #[test]
+    fn line_breaks_around_an_operator_are_kept_and_indented_inside_parentheses() {
+        // hclwrite keeps them and indents by the brackets open at the start of the line.
+        let text = "ok = (
+var.a > 1
+    && var.b < 2 # why
+)
+ok2 = (var.a > 1 &&
+var.b < 2)
+l = [
+  a
+      + b,
+]
+same = (a   +   b)
+";
+        let expected = "ok = (
+  var.a > 1
+  && var.b < 2 # why
+)
+ok2 = (var.a > 1 &&
+  var.b < 2)
+l = [
+  a
+  + b,
+]
+same = (a + b)
+";
+        assert_eq!(format(text).unwrap(), expected);
+        assert_eq!(format(expected).unwrap(), expected);
     }
 }
