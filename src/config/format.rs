@@ -13,7 +13,8 @@
 //!   consecutive single-line attributes (or object items) aligned, a run ending at a blank
 //!   line, a comment line, a block or a multi-line value, as hclwrite's `formatCells` does;
 //!   the trailing comments of consecutive lines in a run aligned too;
-//! - at most one blank line in a row; none after `{`, before `}` or at the ends of the file;
+//! - at most one blank line in a row; exactly one between two blocks; none after `{`, before
+//!   `}` or at the ends of the file;
 //!   no trailing whitespace; the file ends with one newline;
 //! - a line break inside an expression (before or after a binary operator, inside brackets)
 //!   kept, each line inside parentheses one level in, as hclwrite indents by the brackets open
@@ -392,11 +393,18 @@ fn fix(decor: &mut Decor, prefix: &str, suffix: &str, ind: &str) {
 /// Lays out the structures of a body whose lines are indented by `ind`.
 fn format_items(body: &mut Body, ind: &str) {
     let mut rows: Vec<Row> = Vec::with_capacity(body.len());
+    let mut after_block = false;
     for i in 0..body.len() {
         let Some(structure) = body.get_mut(i) else {
             continue;
         };
-        let prefix = lead(&raw(structure.decor().prefix()), ind, false, i == 0);
+        let mut prefix = lead(&raw(structure.decor().prefix()), ind, false, i == 0);
+        // One blank line between two blocks (before the comments that open the second).
+        let is_block = matches!(structure, Structure::Block(_));
+        if after_block && is_block && !prefix.starts_with('\n') {
+            prefix.insert(0, '\n');
+        }
+        after_block = is_block;
         let joins = prefix == ind;
         let suffix = tail(&raw(structure.decor().suffix()));
         structure.decor_mut().set_prefix(prefix);
@@ -1055,6 +1063,14 @@ l = [
 ]
 same = (a + b)
 ";
+        assert_eq!(format(text).unwrap(), expected);
+        assert_eq!(format(expected).unwrap(), expected);
+    }
+
+    #[test]
+    fn two_blocks_are_separated_by_one_blank_line() {
+        let text = "a \"x\" {\n  v = 1\n}\nb {\n  w = 2\n  inner {}\n  # about the second\n  inner {}\n}\n\n\n\nc {}\nx = 1\nd {}\n";
+        let expected = "a \"x\" {\n  v = 1\n}\n\nb {\n  w = 2\n  inner {}\n\n  # about the second\n  inner {}\n}\n\nc {}\nx = 1\nd {}\n";
         assert_eq!(format(text).unwrap(), expected);
         assert_eq!(format(expected).unwrap(), expected);
     }
