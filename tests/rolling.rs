@@ -1,8 +1,9 @@
 //! Rolling batches of `count`/`for_each` steps through the `opsctl` binary (issue 11): batches
 //! never overlap (each exec instance records start and end times in `times.log`), a rollout
 //! stops at `max_failures`, the health gate runs between batches and stops the rollout when
-//! it fails, plan shows the batches, and `--resume` continues with the failed and unstarted
-//! instances without repeating finished ones (`effects.log` counts side effects).
+//! it fails, plan shows the batches, and `--resume` runs a failed gate again before the next
+//! batch and continues with the failed and unstarted instances without repeating finished ones
+//! (`effects.log` counts side effects).
 
 mod kube_support;
 mod support;
@@ -199,7 +200,7 @@ fn percentage_batches_with_a_health_gate_between_them() {
 }
 
 #[test]
-fn a_failed_health_gate_stops_the_rollout_and_resume_continues() {
+fn a_failed_health_gate_stops_the_rollout_and_resume_checks_it_again_before_the_next_batch() {
     let work = Workdir::new();
     work.write(
         "main.hcl",
@@ -225,15 +226,32 @@ fn a_failed_health_gate_stops_the_rollout_and_resume_continues() {
         .iter()
         .any(|r| r["type"] == "step_failed" && r["step"] == "step.exec.gate"));
 
-    // Resume: the finished batch is not repeated; the next batch runs.
+    // Resume while the service is still unhealthy: the gate runs again and fails again, and
+    // the next batch does not start.
+    let out = apply(&work, &["--resume"]);
+    out.expect_code(1);
+    let e = effects(&work);
+    assert_eq!((e.get("c"), e.get("d")), (None, None), "{out}");
+    assert_eq!(e["gate"], 2, "{out}");
+
+    // Healthy again: the resume checks first, then runs the next batch; the finished batch is
+    // not repeated.
     fs::remove_file(work.path().join("gate-fail")).unwrap();
     let out = apply(&work, &["--resume"]);
     out.expect_success();
-    let want: BTreeMap<String, usize> = [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("gate", 1)]
+    let want: BTreeMap<String, usize> = [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("gate", 3)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     assert_eq!(effects(&work), want, "{out}");
+    // The gate ran before the batch it guards.
+    let rows = times(&work);
+    let last_gate = rows.iter().rposition(|r| r.0 == "gate").unwrap();
+    let first_c = rows
+        .iter()
+        .position(|r| r.0 == "start" && r.1 == "c")
+        .unwrap();
+    assert!(last_gate < first_c, "{rows:?}");
 }
 
 #[test]

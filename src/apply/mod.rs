@@ -446,9 +446,17 @@ pub async fn execute(
     // records), and running the dependency again under a finished dependent is not a resume.
     // Rollback and gate steps are not in the normal order (rollout.rs): they neither wait for
     // their dependencies nor hold up their dependents.
+    // Started in an earlier attempt (finished, failed or in doubt): a resumed rollout whose
+    // next batch never started runs its health gate again before it.
+    let touched: Vec<bool> = plan
+        .instances
+        .iter()
+        .map(|inst| replay.is_some_and(|r| r.attempts.contains_key(&inst.address)))
+        .collect();
     let mut sched = rollout::Schedule::new(
         &plan,
         &done,
+        &touched,
         cancel.continue_on_error.load(Ordering::SeqCst),
     );
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -537,6 +545,11 @@ pub async fn execute(
                 }
             }
         };
+    }
+
+    // A resumed rollout whose last open batch finished earlier: its gate first.
+    for i in sched.pending_gates() {
+        advance!(i);
     }
 
     while remaining > 0 {
@@ -661,7 +674,7 @@ pub async fn execute(
                 StepResult::Failed(msg) | StepResult::InDoubt(msg) => {
                     reporter.step_failed(&label, &msg);
                     reporter.notice(&format!(
-                        "{}: rollout stopped: its health check failed; `opsctl apply --resume` continues with the next batch",
+                        "{}: rollout stopped: its health check failed; `opsctl apply --resume` runs it again, then continues with the next batch",
                         sched.rollouts[r].address
                     ));
                     outcome.failures.push((label, msg));

@@ -6,7 +6,9 @@
 //! Invariants: batch N+1 of a rollout starts only once every instance of batch N has
 //! finished, failed or been skipped, its pause has passed and its gate steps passed, so two
 //! batches never overlap; rollback and gate steps ("conditional" steps) never run in the
-//! normal order, only when called; a resumed rollout opens at its first unfinished batch.
+//! normal order, only when called; a resumed rollout opens at its first unfinished batch, and
+//! when no instance of that batch started before, its gate (pause, health checks) runs again
+//! first: the gate that failed, or never ran, before the interruption.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -82,8 +84,11 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// The schedule of `plan`; `done[i]` says which instances finished in an earlier attempt
-    /// (a resumed rollout opens at its first batch with an unfinished instance).
-    pub fn new(plan: &Plan, done: &[bool], continue_on_error: bool) -> Schedule {
+    /// and `touched[i]` which started in one (finished, failed or in doubt). A resumed
+    /// rollout opens at its first batch with an unfinished instance; if none of that batch's
+    /// instances started, the gate before it had not passed (it failed, or the run stopped
+    /// first), so the batch stays closed until the gate runs again ([`Schedule::pending_gates`]).
+    pub fn new(plan: &Plan, done: &[bool], touched: &[bool], continue_on_error: bool) -> Schedule {
         let n = plan.instances.len();
         let blocks = &plan.config.blocks;
         let instances_of = |addr: &str| -> Vec<usize> {
@@ -118,10 +123,14 @@ impl Schedule {
             }
             let size = r.size_for(members.len());
             let batches: Vec<Vec<usize>> = members.chunks(size).map(|c| c.to_vec()).collect();
-            let open = batches
+            let open = match batches
                 .iter()
                 .position(|batch| batch.iter().any(|&i| !done[i]))
-                .map_or(batches.len(), |p| p + 1);
+            {
+                None => batches.len(),
+                Some(p) if p > 0 && !batches[p].iter().any(|&i| touched[i]) => p,
+                Some(p) => p + 1,
+            };
             let mut gates = Vec::new();
             for (addr, _) in &r.health_check {
                 gates.extend(instances_of(addr.as_str()));
@@ -150,6 +159,17 @@ impl Schedule {
             });
         }
         s
+    }
+
+    /// For each rollout whose open batches all finished in an earlier attempt while the next
+    /// is closed (a resumed run): an instance of its last open batch, to pass to
+    /// [`Schedule::settled`] so that its gate runs before anything else of it.
+    pub fn pending_gates(&self) -> Vec<usize> {
+        self.rollouts
+            .iter()
+            .filter(|ro| ro.open > 0 && ro.open < ro.batches.len())
+            .filter_map(|ro| ro.batches[ro.open - 1].first().copied())
+            .collect()
     }
 
     /// Whether instance `i`, ready by its dependencies, may start now; if not it is held until
