@@ -264,6 +264,32 @@ fn show_prints_the_plan_text_and_a_json_document() {
     assert_eq!(doc["plan_digest"], file["digest"]);
 }
 
+#[test]
+fn an_approval_of_a_saved_plan_and_its_audit_record_name_the_saved_plans_digest() {
+    let work = planned(
+        "step \"approval\" \"prod\" {\n  message = \"Go?\"\n}\nstep \"exec\" \"after\" {\n  command    = \"echo after >> ran.txt\"\n  depends_on = [step.approval.prod]\n}\n",
+    );
+    let file: Json = serde_json::from_str(&work.read("plan.json")).unwrap();
+    let digest = file["digest"].as_str().unwrap().to_string();
+    ops(&work, &["apply", "plan.json", "--approve", "prod"], &[]).expect_success();
+    assert_eq!(lines(&work, "ran.txt"), 1);
+    let records = kube_support::journal_records(&work);
+    let approved = records
+        .iter()
+        .find(|r| r["type"] == "step_finished" && r["step"] == "step.approval.prod")
+        .expect("approval finished");
+    assert_eq!(
+        approved["outputs"]["plan_digest"],
+        digest.as_str(),
+        "{approved}"
+    );
+    let started = records.iter().find(|r| r["type"] == "run_started").unwrap();
+    assert_eq!(started["plan_digest"], digest.as_str(), "{started}");
+    let audit = work.read("state/runs.jsonl");
+    let run: Json = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(run["plan_digest"], digest.as_str(), "{run}");
+}
+
 // --- Against the local servers ----------------------------------------------------------------
 
 /// `desired min max` of a nodegroup, read through boto3.

@@ -265,7 +265,13 @@ async fn run_inner(args: ApplyArgs) -> Result<i32, String> {
     if let Some(line) = super::guards::window_text(&loaded.config, &clock) {
         crate::outln!("\n{line}");
     }
-    let plan_digest = crate::apply::guards::digest(&p);
+    // What approvals and the audit log are bound to: the saved plan's own digest (the one
+    // `opsctl show --json` prints and the journal's run record holds) when applying one, else
+    // the digest of the plan just made.
+    let plan_digest = match &saved {
+        Some(s) => s.digest(),
+        None => crate::apply::guards::digest(&p),
+    };
 
     let resolutions = match &replay {
         Some(r) => {
