@@ -508,12 +508,17 @@ fn provider_key(file: usize, expr: &Expression) -> Option<String> {
 type InstanceOutputs = (Key, String, Vec<String>);
 
 /// Expands every `module` call of `config` (loaded from `dir`), nested calls included.
+/// `vars` are the resolved root variables a call's `count`/`for_each` may use (None: no
+/// variable may be used; an unknown value gives the placeholder instance `[*]`). Returns the
+/// configuration with every module instance's blocks in it and its digest covering the
+/// modules' files.
 ///
 /// # Errors
 ///
 /// Every diagnostic: a source that is not a local path or cannot be read, a syntax error in a
-/// module, unknown or missing inputs, a provider block inside a module, `count`/`for_each`
-/// not known at load time.
+/// module, unknown or missing inputs, a provider block inside a module, a `count`/`for_each`
+/// not known before plan (a step, a data source, or a variable when `vars` is None) or a
+/// `for_each` over a sensitive variable.
 pub fn expand(
     mut config: Config,
     dir: &Path,
